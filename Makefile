@@ -1,0 +1,25 @@
+# Two entry points, each doing all of its own set-up on a fresh machine:
+#   make run    build .venv if needed, then run the main job
+#   make test   build .venv if needed, then run the test suite
+# .venv is rebuilt only when requirements.txt changes.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test clean
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "vae_jax needs Python >= 3.11 (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install --quiet -r requirements.txt
+	touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/python -m experiments.demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(VENV)

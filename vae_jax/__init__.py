@@ -1,0 +1,58 @@
+"""vae_jax: the reconstruction term of the VAE objective, in JAX.
+
+Reduction contract (see :mod:`vae_jax.reductions`): every function here takes
+ONE example and returns a scalar in nats, SUMMED over all data (or latent)
+dimensions; ``jax.vmap`` over the batch and reduce it yourself, by default
+with the mean (or use :func:`batched`). All functions are pure and work under
+``jax.jit``, ``jax.vmap`` and ``jax.grad``.
+
+Input checks: wrong shapes and dtypes raise at trace time; out-of-domain values
+(x outside [0, 1], sigma2 <= 0, NaN) raise when inputs are concrete, and under
+``jax.jit`` through :func:`checked`.
+"""
+
+from vae_jax.checks import checked
+from vae_jax.divergences import diagonal_gaussian_log_density
+from vae_jax.divergences import kl_monte_carlo
+from vae_jax.divergences import kl_standard_normal
+from vae_jax.divergences import kl_standard_normal_per_dim
+from vae_jax.divergences import standard_normal_log_density
+from vae_jax.likelihoods import bernoulli_log_likelihood
+from vae_jax.likelihoods import bernoulli_log_likelihood_from_probs
+from vae_jax.likelihoods import continuous_bernoulli_log_likelihood
+from vae_jax.likelihoods import continuous_bernoulli_log_normalizer
+from vae_jax.likelihoods import gaussian_log_likelihood
+from vae_jax.likelihoods import optimal_sigma2
+from vae_jax.likelihoods import optimal_sigma2_batch
+from vae_jax.objectives import get_likelihood
+from vae_jax.objectives import importance_weighted_bound
+from vae_jax.objectives import LIKELIHOODS
+from vae_jax.objectives import log_importance_weight
+from vae_jax.objectives import negative_elbo
+from vae_jax.objectives import rate_and_distortion
+from vae_jax.reductions import batched
+from vae_jax.units import nats_to_bits_per_dim
+
+__all__ = [
+    "LIKELIHOODS",
+    "batched",
+    "bernoulli_log_likelihood",
+    "bernoulli_log_likelihood_from_probs",
+    "checked",
+    "continuous_bernoulli_log_likelihood",
+    "continuous_bernoulli_log_normalizer",
+    "diagonal_gaussian_log_density",
+    "gaussian_log_likelihood",
+    "get_likelihood",
+    "importance_weighted_bound",
+    "kl_monte_carlo",
+    "kl_standard_normal",
+    "kl_standard_normal_per_dim",
+    "log_importance_weight",
+    "nats_to_bits_per_dim",
+    "negative_elbo",
+    "optimal_sigma2",
+    "optimal_sigma2_batch",
+    "rate_and_distortion",
+    "standard_normal_log_density",
+]

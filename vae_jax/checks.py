@@ -1,0 +1,120 @@
+"""Input validation at the boundary of the public functions.
+
+Shape and dtype errors are raised at trace time (they need no values). Value
+checks (domains such as ``x in [0, 1]`` or ``sigma2 > 0``) run eagerly when the
+input is concrete, and otherwise are staged as ``checkify.debug_check``: free
+under a plain ``jax.jit``, enforced under :func:`checked`.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
+
+Array = jax.Array
+
+
+def float_array(name: str, value: Any, *, scalar_ok: bool = False) -> Array:
+  """Returns ``value`` as a floating JAX array, or raises naming ``name``.
+
+  Python floats are accepted only where ``scalar_ok`` (they stay weakly typed,
+  so they follow the dtype of the other arguments).
+  """
+  if isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name} must be a floating-point array, got a bool.")
+  if scalar_ok and isinstance(value, (int, float)):
+    return jnp.asarray(float(value))
+  if not isinstance(value, (jax.Array, np.ndarray, np.generic)):
+    kind = "a scalar" if isinstance(value, (int, float)) else type(value).__name__
+    raise TypeError(
+        f"{name} must be a jax.Array or numpy.ndarray, got {kind}; wrap it with"
+        " jnp.asarray(..., dtype=jnp.float32).")
+  if not jnp.issubdtype(value.dtype, jnp.floating):
+    raise TypeError(
+        f"{name} has dtype {value.dtype}, but a floating dtype is needed; cast"
+        f" it first, e.g. {name}.astype(jnp.float32).")
+  return jnp.asarray(value)
+
+
+def same_shape(*named: tuple[str, Array]) -> None:
+  """Raises unless all the named arrays have one shape (no broadcasting)."""
+  (first_name, first), *rest = named
+  for name, value in rest:
+    if value.shape != first.shape:
+      raise ValueError(
+          f"{name} has shape {value.shape} but {first_name} has shape"
+          f" {first.shape}; they must match exactly. These functions take one"
+          " example: jax.vmap over the batch axis.")
+
+
+def broadcastable_to(name: str, value: Array, target_name: str,
+                     target: Array) -> None:
+  """Raises unless ``value`` broadcasts to ``target.shape`` without growing it."""
+  try:
+    shape = jnp.broadcast_shapes(value.shape, target.shape)
+  except ValueError:
+    shape = None
+  if shape != target.shape:
+    raise ValueError(
+        f"{name} has shape {value.shape}, which does not broadcast to the shape"
+        f" {target.shape} of {target_name}.")
+
+
+def at_least_rank(name: str, value: Array, rank: int) -> None:
+  if value.ndim < rank:
+    raise ValueError(f"{name} must have at least {rank} dimension(s), got"
+                     f" shape {value.shape}.")
+
+
+def values(name: str, value: Array, ok: Callable[[Array], Array],
+           requirement: str) -> None:
+  """Checks ``ok(value)`` holds elementwise; ``requirement`` reads "must ...".
+
+  Concrete input: raises ValueError now. Traced input: stages a debug check,
+  which :func:`checked` turns into an error and plain ``jax.jit`` drops.
+  """
+  message = f"{name} must {requirement}"
+  if isinstance(value, jax.core.Tracer):
+    checkify.debug_check(jnp.all(ok(value)), message + " (found a violation)")
+    return
+  good = np.asarray(ok(value))
+  if not good.all():
+    bad = np.asarray(value)[~good] if good.shape else np.asarray(value)
+    raise ValueError(f"{message}; found {np.size(bad)} value(s) that do not,"
+                     f" e.g. {bad.ravel()[0]!r}.")
+
+
+def unit_interval(name: str, value: Array) -> None:
+  values(name, value, lambda v: (v >= 0) & (v <= 1), "lie in [0, 1] (no NaN)")
+
+
+def not_nan(name: str, value: Array) -> None:
+  values(name, value, lambda v: ~jnp.isnan(v), "not contain NaN")
+
+
+def positive(name: str, value: Array) -> None:
+  values(name, value, lambda v: v > 0, "be > 0 (no NaN)")
+
+
+def non_negative(name: str, value: Array) -> None:
+  values(name, value, lambda v: v >= 0, "be >= 0 (no NaN)")
+
+
+def checked(fn: Callable[..., Any],
+            errors: frozenset = checkify.user_checks) -> Callable[..., Any]:
+  """Returns ``fn`` with its domain checks enforced, also under ``jax.jit``.
+
+  The result returns ``(error, output)``; call ``error.throw()`` to raise::
+
+    err, ll = jax.jit(checked(bernoulli_log_likelihood))(x, logits)
+    err.throw()   # ValueError-like JaxRuntimeError naming the argument
+
+  Args:
+    fn: any function built from this package's public functions.
+    errors: which checkify errors to enforce; add ``checkify.nan_checks`` to
+      also catch a NaN produced anywhere inside ``fn``.
+  """
+  return checkify.checkify(fn, errors=errors)

@@ -1,0 +1,111 @@
+"""Latent densities and KL divergences for a diagonal Gaussian posterior, in nats.
+
+Per example: ``z``, ``mean`` and ``log_variance`` have one shape ``[...]``
+(usually ``[latent_dim]``); results are scalars summed over latent dimensions.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from vae_jax import checks
+from vae_jax.reductions import sum_over_data
+
+Array = jax.Array
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _posterior(mean, log_variance):
+  mean = checks.float_array("mean", mean)
+  log_variance = checks.float_array("log_variance", log_variance)
+  checks.same_shape(("mean", mean), ("log_variance", log_variance))
+  checks.not_nan("mean", mean)
+  checks.not_nan("log_variance", log_variance)
+  return mean, log_variance
+
+
+def _sample(z, mean):
+  z = checks.float_array("z", z)
+  checks.same_shape(("mean", mean), ("z", z))
+  checks.not_nan("z", z)
+  return z
+
+
+def kl_standard_normal_per_dim(mean: Array, log_variance: Array) -> Array:
+  """Elementwise KL(N(m, exp(v)) || N(0, 1)) = (1/2)(exp(v) - 1 - v + m^2).
+
+  ``expm1(v) - v`` avoids the cancellation of ``exp(v) - 1 - v`` near v = 0.
+
+  Args:
+    mean: posterior means, any shape.
+    log_variance: posterior log-variances v, same shape.
+
+  Returns:
+    KL per latent dimension, same shape, in nats (>= 0). Used for free bits
+    and for counting active units.
+  """
+  mean, log_variance = _posterior(mean, log_variance)
+  return 0.5 * (jnp.expm1(log_variance) - log_variance + jnp.square(mean))
+
+
+def kl_standard_normal(mean: Array, log_variance: Array) -> Array:
+  """Closed-form KL(N(m, diag(exp(v))) || N(0, I)), summed over latent dims.
+
+  KL = (1/2) sum_j [exp(v_j) + m_j^2 - 1 - v_j].
+
+  Args:
+    mean: posterior mean of one example, shape ``[...]``.
+    log_variance: posterior log-variance, same shape.
+
+  Returns:
+    Scalar KL in nats (>= 0).
+  """
+  return sum_over_data(kl_standard_normal_per_dim(mean, log_variance))
+
+
+def standard_normal_log_density(z: Array) -> Array:
+  """log N(z; 0, I) = -(1/2) sum_j (z_j^2 + log 2 pi), a scalar in nats."""
+  z = checks.float_array("z", z)
+  checks.not_nan("z", z)
+  return -0.5 * sum_over_data(jnp.square(z) + _LOG_2PI)
+
+
+def diagonal_gaussian_log_density(z: Array, mean: Array,
+                                  log_variance: Array) -> Array:
+  """log N(z; m, diag(exp(v))) of a diagonal Gaussian posterior q(z | x).
+
+  log q(z) = -(1/2) sum_j [(z_j - m_j)^2 exp(-v_j) + v_j + log 2 pi].
+
+  Args:
+    z: latent sample, shape ``[...]``.
+    mean: posterior mean, same shape.
+    log_variance: posterior log-variance, same shape.
+
+  Returns:
+    Scalar log-density in nats.
+  """
+  mean, log_variance = _posterior(mean, log_variance)
+  z = _sample(z, mean)
+  terms = jnp.square(z - mean) * jnp.exp(-log_variance) + log_variance
+  return -0.5 * sum_over_data(terms + _LOG_2PI)
+
+
+def kl_monte_carlo(z: Array, mean: Array, log_variance: Array) -> Array:
+  """Single-sample estimate of KL(q || N(0, I)): log q(z | x) - log p(z).
+
+  Unbiased when z ~ q(z | x); its average over samples converges to
+  :func:`kl_standard_normal`. Use it for priors or posteriors with no closed
+  form, or to match the IWAE estimator's terms.
+
+  Args:
+    z: a sample from q, shape ``[...]``.
+    mean: posterior mean, same shape.
+    log_variance: posterior log-variance, same shape.
+
+  Returns:
+    Scalar estimate in nats (can be negative for one sample).
+  """
+  return (diagonal_gaussian_log_density(z, mean, log_variance)
+          - standard_normal_log_density(z))
