@@ -84,7 +84,7 @@ def values(name: str, value: Array, ok: Callable[[Array], Array],
   if not good.all():
     bad = np.asarray(value)[~good] if good.shape else np.asarray(value)
     raise ValueError(f"{message}; found {np.size(bad)} value(s) that do not,"
-                     f" e.g. {bad.ravel()[0]!r}.")
+                     f" e.g. {bad.ravel()[0].item()!r}.")
 
 
 def unit_interval(name: str, value: Array) -> None:
