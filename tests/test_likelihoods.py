@@ -79,6 +79,15 @@ class BernoulliTest(chex.TestCase):
     # Clamped logs have zero slope; unclamped ones x/p - (1-x)/(1-p).
     np.testing.assert_allclose(grad, [-1.0, 0.0, 1.0, 0.0, 0.0], atol=1e-6)
 
+  @parameterized.parameters(np.float32, np.float64)
+  def test_from_probs_small_p_is_exact(self, dtype):
+    # (1 - x) log(1 - p) ~ -p: log1p keeps it where log(1 - p) rounds to 0.
+    for p in (1e-6, 1e-10, 1e-17, 1e-30):
+      got = vae_jax.bernoulli_log_likelihood_from_probs(
+          np.zeros(1, dtype), np.full(1, p, dtype))
+      expected = references.mpmath.log1p(-references.mpmath.mpf(float(dtype(p))))
+      np.testing.assert_allclose(got, float(expected), rtol=RTOL[dtype])
+
   def test_from_probs_equals_logit_form_inside_the_clamp(self):
     rng = _rng(3)
     x = rng.random(100)
@@ -165,8 +174,10 @@ class OptimalSigma2Test(chex.TestCase):
 
 class ContinuousBernoulliTest(chex.TestCase):
 
+  # Branch edges: 0.1 (float64 series), 0.8 (float32 series), 12 (asymptote).
   @parameterized.parameters(-30.0, -5.0, -0.7, -0.1, -0.05, 0.0, 1e-6, 0.0999,
-                            0.1, 0.1001, 0.4, 2.0, 11.99, 12.0, 12.01, 40.0)
+                            0.1, 0.1001, 0.4, 0.7999, 0.8, 0.8001, 2.0, 11.99,
+                            12.0, 12.01, 40.0)
   def test_log_normalizer_matches_quadrature(self, logit):
     expected = float(references.mp_cb_log_normalizer(logit))
     got = vae_jax.continuous_bernoulli_log_normalizer(jnp.float64(logit))
@@ -182,15 +193,21 @@ class ContinuousBernoulliTest(chex.TestCase):
       got = vae_jax.continuous_bernoulli_log_normalizer(dtype(logit))
       np.testing.assert_allclose(got, math.log(abs(logit)), rtol=1e-7)
 
-  @parameterized.parameters(0.0, 1e-4, 0.05, 0.0999, 0.1001, 0.5, 3.0, 11.99, 12.01, 30.0)
+  @parameterized.parameters(0.0, 1e-4, 0.05, 0.0999, 0.1001, 0.5, 0.7999, 0.8001,
+                            3.0, 11.99, 12.01, 30.0)
   def test_log_normalizer_gradient(self, logit):
     # d/dl log(l / tanh(l / 2)) = 1/l - 1/sinh(l), at 50 digits.
     mp_l = references.mpmath.mpf(logit)
     expected = float(1 / mp_l - 1 / references.mpmath.sinh(mp_l)) if logit else 0.0
     for logit_signed in (logit, -logit):
-      got = jax.grad(vae_jax.continuous_bernoulli_log_normalizer)(jnp.float64(logit_signed))
-      np.testing.assert_allclose(got, math.copysign(expected, logit_signed),
-                                 rtol=1e-9, atol=1e-15)
+      grad = jax.grad(vae_jax.continuous_bernoulli_log_normalizer)
+      # The closed form's slope cancels as 12 eps / l^2 just above the series.
+      np.testing.assert_allclose(grad(jnp.float64(logit_signed)),
+                                 math.copysign(expected, logit_signed),
+                                 rtol=2e-13, atol=1e-16)
+      np.testing.assert_allclose(grad(jnp.float32(logit_signed)),
+                                 math.copysign(expected, logit_signed),
+                                 rtol=3e-6, atol=1e-9)
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(np.float32, np.float64)

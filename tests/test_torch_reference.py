@@ -33,7 +33,7 @@ def _rng(seed):
 
 
 def _t(a):
-  """numpy -> torch, same dtype, no copy of the values' bits."""
+  """numpy -> torch: same dtype and values (shares the memory)."""
   return torch.from_numpy(np.ascontiguousarray(a))
 
 
@@ -44,7 +44,8 @@ def _np(t):
 def _assert_close(got, expected, dtype, rtol=None, atol=0.0):
   got = np.asarray(got)
   assert got.dtype == dtype, (got.dtype, dtype)
-  np.testing.assert_allclose(got, expected, rtol=rtol or RTOL[dtype], atol=atol)
+  rtol = RTOL[dtype] if rtol is None else rtol
+  np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
 
 
 # --- Bernoulli from probabilities: F.binary_cross_entropy -------------------
@@ -98,12 +99,6 @@ def test_bce_from_probs_tiny_probs_float64():
   _assert_close(-got, expected, np.float64)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vae_jax computes log(1 - p) where torch computes log1p(-p): for"
-    " x = 0 and small p ours loses relative accuracy (float32, p = 1e-6: ours"
-    " -1.01328e-06, torch -1.0000005e-06; p = 1e-10: ours 0, torch -1e-10)."
-    " Absolute error <= eps/2 per pixel. Remove this mark once fixed.")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bce_from_probs_small_p_matches_torch_log1p(dtype):
   # One pixel per example, x = 0: the value is (1 - x) log(1 - p) alone.

@@ -58,16 +58,16 @@ def bernoulli_log_likelihood(x: Array, logits: Array) -> Array:
   return sum_over_data(_bernoulli_terms(x, logits))
 
 
-def _clamped_log(p: Array, ok: Array) -> Array:
-  # Double where: log sees 1 where it is not used, so its gradient stays
-  # finite at p = 0 instead of 0 * inf = NaN.
-  return jnp.where(ok, jnp.log(jnp.where(ok, p, 1)), -100.0)
+def _clamped_log(log_fn, p: Array, ok: Array, safe: float) -> Array:
+  # Double where: log_fn sees a safe value where it is not used, so the
+  # gradient stays finite at p = 0 or 1 instead of 0 * inf = NaN.
+  return jnp.where(ok, log_fn(jnp.where(ok, p, safe)), -100.0)
 
 
 def bernoulli_log_likelihood_from_probs(x: Array, probs: Array) -> Array:
   """Bernoulli log-likelihood from probabilities, as PyTorch computes it.
 
-  log p(x | p) = sum_d x_d max(log p_d, -100) + (1 - x_d) max(log(1 - p_d), -100),
+  log p(x | p) = sum_d x_d max(log p_d, -100) + (1 - x_d) max(log1p(-p_d), -100),
   equal to ``-torch.nn.functional.binary_cross_entropy(probs, x,
   reduction='sum')`` including its clamp of each log at -100. Prefer
   :func:`bernoulli_log_likelihood` on logits where you can: probabilities
@@ -87,8 +87,9 @@ def bernoulli_log_likelihood_from_probs(x: Array, probs: Array) -> Array:
   """
   x, probs = _validated_pair(x, checks.unit_interval, "probs", probs)
   checks.unit_interval("probs", probs)
-  log_p = _clamped_log(probs, probs > 0)
-  log_q = _clamped_log(1 - probs, probs < 1)
+  log_p = _clamped_log(jnp.log, probs, probs > 0, 1.0)
+  # log1p(-p), as PyTorch does: exact for small p where log(1 - p) rounds to 0.
+  log_q = _clamped_log(lambda p: jnp.log1p(-p), probs, probs < 1, 0.0)
   terms = x * jnp.maximum(log_p, -100.0) + (1 - x) * jnp.maximum(log_q, -100.0)
   return sum_over_data(terms)
 
@@ -122,10 +123,13 @@ def gaussian_log_likelihood(x: Array, mean: Array, sigma2: Array | float) -> Arr
   return -0.5 * sum_over_data(jnp.broadcast_to(terms, x.shape))
 
 
-# log C(l) = log 2 + l^2/12 - 7 l^4/1440 + 31 l^6/90720 - 127 l^8/4838400 + O(l^10):
-# below |l| = 0.1 the truncation error is < 3e-16 relative.
-_CB_TAYLOR = (math.log(2.0), 1 / 12, -7 / 1440, 31 / 90720, -127 / 4838400)
-_CB_TAYLOR_BELOW = 0.1
+# log C(l) = log 2 + l^2/12 - 7 l^4/1440 + ... (radius pi). Seven terms keep the
+# value and the slope below eps: in float64 for |l| < 0.1 (error < 2e-18),
+# in lower precision for |l| < 0.8 (slope error < 1e-7), past which the
+# closed form's slope cancels less than the series' truncation grows.
+_CB_TAYLOR = (math.log(2.0), 1 / 12, -7 / 1440, 31 / 90720, -127 / 4838400,
+              73 / 34214400, -1414477 / 7846046208000)
+_CB_TAYLOR_BELOW = {64: 0.1, 32: 0.8, 16: 0.8}
 # log C(l) = log|l| + 2 exp(-|l|) + O(exp(-3|l|)): exact in float64 above 12.
 _CB_ASYMPTOTIC_ABOVE = 12.0
 
@@ -135,9 +139,10 @@ def continuous_bernoulli_log_normalizer(logits: Array) -> Array:
 
   C(lambda) = 2 artanh(1 - 2 lambda) / (1 - 2 lambda) with lambda = sigmoid(l),
   which in logit space is C(l) = l / tanh(l / 2), even in l, with C(0) = 2.
-  Three regimes, chosen for stability: a Taylor series for |l| < 0.1 (removes
-  the 0/0 at l = 0 and keeps the gradient exact there), the closed form in
-  between, and log|l| + 2 exp(-|l|) for |l| > 12.
+  Three regimes, chosen for stability: a Taylor series near 0 (|l| < 0.1 in
+  float64, < 0.8 in lower precision: it removes the 0/0 at l = 0 and the
+  cancellation in the closed form's gradient), the closed form in between,
+  and log|l| + 2 exp(-|l|) for |l| > 12.
 
   Args:
     logits: any shape.
@@ -146,7 +151,7 @@ def continuous_bernoulli_log_normalizer(logits: Array) -> Array:
     log C(l), same shape and dtype as ``logits``, in nats.
   """
   a = jnp.abs(logits)
-  small = a < _CB_TAYLOR_BELOW
+  small = a < _CB_TAYLOR_BELOW[jnp.finfo(a.dtype).bits]
   large = a > _CB_ASYMPTOTIC_ABOVE
   a2 = jnp.square(jnp.where(small, a, 0))
   taylor = jnp.polyval(jnp.asarray(_CB_TAYLOR[::-1], a.dtype), a2)
