@@ -79,8 +79,8 @@ VALUE_CASES = (
      r"mean must not contain NaN"),
     ("log_variance_nan", vae_jax.kl_standard_normal, (LOGITS, LOGITS.at[0].set(jnp.nan)),
      r"log_variance must not contain NaN"),
-    ("negative_beta", lambda *a: vae_jax.negative_elbo(*a, beta=-1.0), (X, LOGITS, LOGITS, LOGITS),
-     r"beta must be >= 0"),
+    ("negative_beta", lambda x, l, m, v, b: vae_jax.negative_elbo(x, l, m, v, beta=b),
+     (X, LOGITS, LOGITS, LOGITS, jnp.float32(-1.0)), r"beta must be >= 0"),
 )
 
 
@@ -101,6 +101,15 @@ class ValueErrorTest(parameterized.TestCase):
   def test_plain_jit_skips_value_checks(self, fn, args, message):
     del message  # the hot path carries no checks: it must not raise
     jax.jit(fn)(*args)
+
+  def test_concrete_constants_inside_jit_are_still_checked(self):
+    bad_x = np.full(4, 2.0, np.float32)  # a NumPy constant closed over by jit
+    with self.assertRaisesRegex(ValueError, r"x must lie in \[0, 1\]"):
+      jax.jit(lambda l: vae_jax.bernoulli_log_likelihood(bad_x, l))(LOGITS)
+    with self.assertRaisesRegex(ValueError, r"sigma2 must be > 0"):
+      jax.jit(lambda x: vae_jax.gaussian_log_likelihood(x, x, -1.0))(X)
+    with self.assertRaisesRegex(ValueError, r"beta must be >= 0"):
+      jax.jit(lambda x: vae_jax.negative_elbo(x, LOGITS, LOGITS, LOGITS, beta=-2))(X)
 
   def test_checked_variant_finds_the_bad_example_in_a_vmapped_batch(self):
     x = jnp.full((3, 4), 0.5).at[1, 2].set(2.0)

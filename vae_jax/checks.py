@@ -17,16 +17,18 @@ from jax.experimental import checkify
 Array = jax.Array
 
 
-def float_array(name: str, value: Any, *, scalar_ok: bool = False) -> Array:
-  """Returns ``value`` as a floating JAX array, or raises naming ``name``.
+def float_array(name: str, value: Any, *, scalar_ok: bool = False) -> Any:
+  """Returns ``value`` unchanged if it is a floating array, or raises naming ``name``.
 
-  Python floats are accepted only where ``scalar_ok`` (they stay weakly typed,
-  so they follow the dtype of the other arguments).
+  Arrays are not converted, so a concrete NumPy input stays concrete (and
+  value-checkable) even inside ``jax.jit``. Python numbers are accepted only
+  where ``scalar_ok``; they come back as a Python float, which stays weakly
+  typed and so follows the dtype of the other arguments.
   """
   if isinstance(value, (bool, np.bool_)):
     raise TypeError(f"{name} must be a floating-point array, got a bool.")
   if scalar_ok and isinstance(value, (int, float)):
-    return jnp.asarray(float(value))
+    return float(value)
   if not isinstance(value, (jax.Array, np.ndarray, np.generic)):
     kind = "a scalar" if isinstance(value, (int, float)) else type(value).__name__
     raise TypeError(
@@ -36,7 +38,7 @@ def float_array(name: str, value: Any, *, scalar_ok: bool = False) -> Array:
     raise TypeError(
         f"{name} has dtype {value.dtype}, but a floating dtype is needed; cast"
         f" it first, e.g. {name}.astype(jnp.float32).")
-  return jnp.asarray(value)
+  return value
 
 
 def same_shape(*named: tuple[str, Array]) -> None:
@@ -54,12 +56,12 @@ def broadcastable_to(name: str, value: Array, target_name: str,
                      target: Array) -> None:
   """Raises unless ``value`` broadcasts to ``target.shape`` without growing it."""
   try:
-    shape = jnp.broadcast_shapes(value.shape, target.shape)
+    shape = jnp.broadcast_shapes(jnp.shape(value), target.shape)
   except ValueError:
     shape = None
   if shape != target.shape:
     raise ValueError(
-        f"{name} has shape {value.shape}, which does not broadcast to the shape"
+        f"{name} has shape {jnp.shape(value)}, which does not broadcast to the shape"
         f" {target.shape} of {target_name}.")
 
 
@@ -73,14 +75,16 @@ def values(name: str, value: Array, ok: Callable[[Array], Array],
            requirement: str) -> None:
   """Checks ``ok(value)`` holds elementwise; ``requirement`` reads "must ...".
 
-  Concrete input: raises ValueError now. Traced input: stages a debug check,
-  which :func:`checked` turns into an error and plain ``jax.jit`` drops.
+  Concrete input (even inside ``jax.jit``): evaluated with NumPy, raises
+  ValueError now. Traced input: stages a debug check, which :func:`checked`
+  turns into an error and plain ``jax.jit`` drops. ``ok`` must work on NumPy
+  and JAX arrays alike (comparisons, ``&``, ``~``).
   """
   message = f"{name} must {requirement}"
   if isinstance(value, jax.core.Tracer):
     checkify.debug_check(jnp.all(ok(value)), message + " (found a violation)")
     return
-  good = np.asarray(ok(value))
+  good = np.asarray(ok(np.asarray(value)))
   if not good.all():
     bad = np.asarray(value)[~good] if good.shape else np.asarray(value)
     raise ValueError(f"{message}; found {np.size(bad)} value(s) that do not,"
@@ -92,7 +96,7 @@ def unit_interval(name: str, value: Array) -> None:
 
 
 def not_nan(name: str, value: Array) -> None:
-  values(name, value, lambda v: ~jnp.isnan(v), "not contain NaN")
+  values(name, value, lambda v: v == v, "not contain NaN")  # NaN != NaN
 
 
 def positive(name: str, value: Array) -> None:

@@ -150,6 +150,8 @@ def continuous_bernoulli_log_normalizer(logits: Array) -> Array:
   Returns:
     log C(l), same shape and dtype as ``logits``, in nats.
   """
+  logits = checks.float_array("logits", logits)
+  checks.not_nan("logits", logits)
   a = jnp.abs(logits)
   small = a < _CB_TAYLOR_BELOW[jnp.finfo(a.dtype).bits]
   large = a > _CB_ASYMPTOTIC_ABOVE
