@@ -372,12 +372,17 @@ def test_continuous_bernoulli_single_pixel_near_zero_logit(dtype):
 # --- Latent: KL and posterior density ------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_kl_standard_normal_matches_torch_kl_divergence(dtype):
-  rng = _rng(9)
-  latent = 32
+def _random_posterior(seed, dtype, latent=32):
+  """Returns (rng, mean, log_variance), each (B, latent), spread over scales."""
+  rng = _rng(seed)
   mean = rng.normal(0.0, 2.0, (B, latent)).astype(dtype)
   log_variance = rng.uniform(-10.0, 5.0, (B, latent)).astype(dtype)
+  return rng, mean, log_variance
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kl_standard_normal_matches_torch_kl_divergence(dtype):
+  _, mean, log_variance = _random_posterior(9, dtype)
   log_variance[:, :4] = [0.0, 1e-3, -1e-3, 20.0]
   q = td.Normal(_t(mean), torch.exp(0.5 * _t(log_variance)))
   p = td.Normal(torch.zeros((), dtype=TORCH_DTYPE[dtype]),
@@ -394,11 +399,8 @@ def test_kl_standard_normal_matches_torch_kl_divergence(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_diagonal_gaussian_log_density_matches_normal_log_prob(dtype):
-  rng = _rng(10)
-  latent = 32
-  mean = rng.normal(0.0, 2.0, (B, latent)).astype(dtype)
-  log_variance = rng.uniform(-10.0, 5.0, (B, latent)).astype(dtype)
-  z = (mean + np.exp(0.5 * log_variance) * rng.normal(size=(B, latent))
+  rng, mean, log_variance = _random_posterior(10, dtype)
+  z = (mean + np.exp(0.5 * log_variance) * rng.normal(size=mean.shape)
        ).astype(dtype)
   q = td.Normal(_t(mean), torch.exp(0.5 * _t(log_variance)))
   expected = _np(q.log_prob(_t(z)).sum(-1))
