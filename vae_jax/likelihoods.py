@@ -182,8 +182,8 @@ def continuous_bernoulli_log_likelihood(x: Array, logits: Array) -> Array:
   """
   x, logits = _validated_pair(x, checks.unit_interval, "logits", logits)
   checks.not_nan("logits", logits)
-  return sum_over_data(_bernoulli_terms(x, logits)
-              + continuous_bernoulli_log_normalizer(logits))
+  return sum_over_data(
+      _bernoulli_terms(x, logits) + continuous_bernoulli_log_normalizer(logits))
 
 
 def optimal_sigma2(x: Array, mean: Array) -> Array:
