@@ -72,6 +72,8 @@ VALUE_CASES = (
      r"probs must lie in \[0, 1\]"),
     ("logits_nan", vae_jax.bernoulli_log_likelihood, (X, LOGITS.at[0].set(jnp.nan)),
      r"logits must not contain NaN"),
+    ("cb_logits_nan", vae_jax.continuous_bernoulli_log_likelihood, (X, LOGITS.at[1].set(jnp.nan)),
+     r"logits must not contain NaN"),
     ("sigma2_zero", vae_jax.gaussian_log_likelihood, (X, X, 0.0), r"sigma2 must be > 0"),
     ("sigma2_negative_pixel", vae_jax.gaussian_log_likelihood, (X, X, jnp.ones(4).at[2].set(-1)),
      r"sigma2 must be > 0"),

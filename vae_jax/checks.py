@@ -84,9 +84,10 @@ def values(name: str, value: Array, ok: Callable[[Array], Array],
   if isinstance(value, jax.core.Tracer):
     checkify.debug_check(jnp.all(ok(value)), message + " (found a violation)")
     return
-  good = np.asarray(ok(np.asarray(value)))
+  host = np.asarray(value)
+  good = np.asarray(ok(host))
   if not good.all():
-    bad = np.asarray(value)[~good] if good.shape else np.asarray(value)
+    bad = host[~good] if good.shape else host
     raise ValueError(f"{message}; found {np.size(bad)} value(s) that do not,"
                      f" e.g. {bad.ravel()[0].item()!r}.")
 
