@@ -1,0 +1,63 @@
+"""Train and evaluate one VAE: ``python -m experiments.train``.
+
+  python -m experiments.train --workdir=runs/default
+  python -m experiments.train --config=experiments/configs/digits.py \\
+      --config.beta=4 --workdir=runs/digits-beta4
+
+Re-running the same command resumes from the newest checkpoint in --workdir.
+The JAX compilation cache (--compilation_cache, "" to disable) makes a second
+start fast.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+import jax
+from ml_collections import config_flags
+
+from vae_jax import experiment
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/configs/default.py", "Run config (a .py file).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/default",
+                               "Where outputs and checkpoints go.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache",
+    os.path.join(os.environ.get("XDG_CACHE_HOME",
+                                os.path.expanduser("~/.cache")),
+                 "vae_jax", "jax"),
+    "JAX persistent compilation cache folder ('' = off).")
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """Caches every compiled program on disk, however quick it was to build."""
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _CACHE.value:
+    enable_compilation_cache(_CACHE.value)
+  summary = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  workdir = os.path.abspath(_WORKDIR.value)
+  print(f"\nOutputs in {workdir}:")
+  for name in ("summary.json", "metrics.jsonl", "config.json", "checkpoints/",
+               "tensorboard/", "figures/"):
+    print(f"  {os.path.join(workdir, name)}")
+  keys = ("test_elbo", "test_rate", "test_distortion", "test_nll",
+          "nll_samples", "bits_per_dim", "active_units", "data_protocol",
+          "train_seconds", "examples_per_second")
+  print("Summary (nats per example):")
+  for k in keys:
+    v = summary[k]
+    print(f"  {k:>20}: {v:.4f}" if isinstance(v, float) else
+          f"  {k:>20}: {v}")
+
+
+if __name__ == "__main__":
+  app.run(main)

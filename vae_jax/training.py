@@ -1,0 +1,243 @@
+"""The training step and the whole-epoch fast path, pure and jit-compiled.
+
+The objective of one step, for a batch x_1..x_B (nats per example):
+
+  loss = mean_i [ -log p(x_i | z_i) + beta_t * sum_j max(KL_ij, free_bits) ]
+
+with z_i ~ q(z | x_i) reparameterised, KL_ij the analytic KL of latent
+dimension j for example i, ``beta_t = beta * min(1, (step + 1) / warmup)`` (a
+linear KL warm-up; ``warmup = 0`` means none) and the free-bits floor applied
+per example and per latent dimension, before the batch mean. With
+``free_bits = 0`` and no warm-up the loss is the negative ELBO times beta on
+the KL. The reported ``elbo`` is always the true one (beta = 1, no floor).
+
+Everything a step needs travels in :class:`TrainState` (step, parameters,
+optimiser state, PRNG key) and a dict of scalar hyperparameters, so a sweep can
+``jax.vmap`` over both. A step whose loss or gradients are not finite changes
+nothing, and the epoch reports it (see :func:`train_epoch`).
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import optax
+
+from vae_jax import data
+from vae_jax import divergences
+from vae_jax import models
+
+Array = jax.Array
+HYPERPARAMETERS = ("beta", "free_bits", "warmup_steps", "sigma2")
+
+
+class TrainState(NamedTuple):
+  """All a run's mutable state, one pytree: checkpoint it whole."""
+  step: Array                 # int32 scalar: optimiser steps taken
+  params: Any                 # pure dict of arrays (``nnx.split`` of the VAE)
+  opt_state: optax.OptState
+  key: Array                  # typed PRNG key, advanced once per epoch
+
+
+def hyperparameters(beta: float = 1.0, free_bits: float = 0.0,
+                    warmup_steps: int = 0, sigma2: float = 1.0) -> dict:
+  """The per-run scalars of the objective, as float32 arrays (vmappable)."""
+  values = dict(beta=beta, free_bits=free_bits, warmup_steps=warmup_steps,
+                sigma2=sigma2)
+  for name in ("beta", "free_bits", "warmup_steps"):
+    if not values[name] >= 0:
+      raise ValueError(f"{name} must be >= 0, got {values[name]}")
+  if not sigma2 > 0:
+    raise ValueError(f"sigma2 must be > 0, got {sigma2}")
+  return {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
+
+
+def init_state(model: models.VAE, optimizer: optax.GradientTransformation,
+               key: Array) -> tuple[nnx.GraphDef, TrainState]:
+  """Splits the model into its static graph and a fresh TrainState."""
+  graphdef, params = nnx.split(model)
+  params = nnx.to_pure_dict(params)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     opt_state=optimizer.init(params), key=key)
+  return graphdef, state
+
+
+def kl_weight(hparams: dict, step: Array) -> Array:
+  """beta_t: beta times the linear warm-up factor at this step."""
+  ramp = (step + 1).astype(jnp.float32) / jnp.maximum(hparams["warmup_steps"],
+                                                      1.0)
+  return hparams["beta"] * jnp.minimum(1.0, ramp)
+
+
+def loss_fn(params, graphdef: nnx.GraphDef, x: Array, key: Array,
+            hparams: dict, step: Array) -> tuple[Array, dict]:
+  """The batch loss (scalar, nats per example) and its metrics.
+
+  Args:
+    params: the model's parameters (pure dict).
+    graphdef: the model's static structure.
+    x: a batch ``[B, H, W, C]`` in [0, 1].
+    key: randomness for the reparameterised samples.
+    hparams: from :func:`hyperparameters`.
+    step: the optimiser step (for the warm-up).
+  """
+  model = nnx.merge(graphdef, params)
+  mean, log_variance = model.encode(x)
+  z = models.reparameterize(key, mean, log_variance)
+  log_lik = models.log_likelihood(model, x, model.decode(z), hparams["sigma2"])
+  kl = jax.vmap(divergences.kl_standard_normal_per_dim)(mean, log_variance)
+  floored = jnp.maximum(kl, hparams["free_bits"]).sum(axis=-1)
+  beta_t = kl_weight(hparams, step)
+  loss = jnp.mean(-log_lik + beta_t * floored)
+  rate = kl.sum(axis=-1)
+  metrics = dict(loss=loss, elbo=jnp.mean(log_lik - rate),
+                 rate=jnp.mean(rate), distortion=jnp.mean(-log_lik),
+                 beta=beta_t)
+  return loss, metrics
+
+
+def train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
+               state: TrainState, x: Array, key: Array, hparams: dict
+               ) -> tuple[TrainState, dict]:
+  """One optax step on batch x; pure (jit it with graphdef and optimizer
+  static). A non-finite loss or gradient leaves the state as it was;
+  ``metrics['finite']`` says which happened."""
+  new, metrics = _update(graphdef, optimizer, state, x, key, hparams)
+  return _keep_if(metrics["finite"], new, state), metrics
+
+
+def _update(graphdef, optimizer, state, x, key, hparams):
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (loss, metrics), grads = grad_fn(state.params, graphdef, x, key, hparams,
+                                   state.step)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  new = TrainState(step=state.step + 1,
+                   params=optax.apply_updates(state.params, updates),
+                   opt_state=opt_state, key=state.key)
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+  return new, dict(metrics, finite=finite)
+
+
+def _keep_if(ok: Array, new: TrainState, old: TrainState) -> TrainState:
+  return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def epoch_batches(key: Array, num_examples: int, batch_size: int) -> Array:
+  """A random permutation cut into full batches: ``[S, batch_size]`` indices.
+
+  The remainder (``num_examples % batch_size`` examples) is dropped; a
+  different remainder is dropped every epoch.
+  """
+  steps = num_examples // batch_size
+  if steps < 1:
+    raise ValueError(f"batch_size {batch_size} > {num_examples} examples")
+  perm = jax.random.permutation(key, num_examples)
+  return perm[:steps * batch_size].reshape(steps, batch_size)
+
+
+def epoch_keys(key: Array) -> tuple[Array, Array, Array, Array]:
+  """Splits the state's key into (next state key, order, data, steps)."""
+  return tuple(jax.random.split(key, 4))
+
+
+def train_epoch(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
+                state: TrainState, raw_train: Array, hparams: dict, *,
+                batch_size: int, protocol: str, levels: int
+                ) -> tuple[TrainState, dict]:
+  """One pass over the training set inside one program (``lax.scan``).
+
+  Args:
+    graphdef, optimizer: static.
+    state: the TrainState; its key is advanced once.
+    raw_train: ``[N, H, W, C]`` uint8 levels, on the device.
+    hparams: from :func:`hyperparameters`.
+    batch_size, protocol, levels: static.
+
+  Returns:
+    The new state and per-step metrics, each ``[S]``. If a step was not
+    finite, it and every later step of the epoch leave the state unchanged;
+    ``metrics['finite']`` is then False from that step on.
+  """
+  next_key, order_key, data_key, step_key = epoch_keys(state.key)
+  x = data.to_unit_interval(data_key, raw_train, protocol, levels)
+  batches = epoch_batches(order_key, raw_train.shape[0], batch_size)
+  step_keys = jax.random.split(step_key, batches.shape[0])
+
+  def body(carry, inputs):
+    st, ok = carry
+    idx, key = inputs
+    new, metrics = _update(graphdef, optimizer, st, x[idx], key, hparams)
+    ok = ok & metrics["finite"]
+    return (_keep_if(ok, new, st), ok), dict(metrics, finite=ok)
+
+  (state, _), metrics = jax.lax.scan(body, (state, jnp.array(True)),
+                                     (batches, step_keys))
+  return state._replace(key=next_key), metrics
+
+
+def make_train_epoch(graphdef, optimizer, *, batch_size: int, protocol: str,
+                     levels: int) -> Callable:
+  """``train_epoch`` jitted: ``(state, raw_train, hparams) -> (state, m)``.
+
+  The state's buffers are donated, so the caller must use the returned one.
+  """
+  def epoch(state, raw_train, hparams):
+    return train_epoch(graphdef, optimizer, state, raw_train, hparams,
+                       batch_size=batch_size, protocol=protocol, levels=levels)
+  return jax.jit(epoch, donate_argnums=0)
+
+
+def train_epoch_stepwise(step_fn: Callable, state: TrainState,
+                         raw_train: Array, hparams: dict, *, batch_size: int,
+                         protocol: str, levels: int
+                         ) -> tuple[TrainState, dict]:
+  """The same epoch as :func:`train_epoch` (same data, order and keys), one
+  jitted ``step_fn = jax.jit(partial(train_step, graphdef, optimizer))`` call
+  per batch from Python: the slower path, for debugging and for checking."""
+  next_key, order_key, data_key, step_key = epoch_keys(state.key)
+  x = data.to_unit_interval(data_key, raw_train, protocol, levels)
+  batches = epoch_batches(order_key, raw_train.shape[0], batch_size)
+  step_keys = jax.random.split(step_key, batches.shape[0])
+  history, ok = [], True
+  for idx, key in zip(batches, step_keys):
+    new, metrics = step_fn(state, x[idx], key, hparams)
+    ok = ok and bool(metrics["finite"])
+    state = new if ok else state
+    history.append(dict(metrics, finite=ok))
+  metrics = jax.tree.map(lambda *v: jnp.stack(v), *history)
+  return state._replace(key=next_key), metrics
+
+
+def make_optimizer(learning_rate: float | optax.Schedule, *,
+                   eps: float = 1e-8, grad_clip: float = 0.0
+                   ) -> optax.GradientTransformation:
+  """Adam, optionally after clipping the global gradient norm."""
+  adam = optax.adam(learning_rate, eps=eps)
+  if grad_clip > 0:
+    return optax.chain(optax.clip_by_global_norm(grad_clip), adam)
+  return adam
+
+
+LR_SCHEDULES = ("constant", "cosine", "burda")
+
+
+def learning_rate_schedule(name: str, learning_rate: float, *,
+                           steps_per_epoch: int, num_epochs: int
+                           ) -> optax.Schedule:
+  """``constant``; ``cosine`` decay to 0 over the run; or ``burda``: the
+  schedule of Burda et al. (2016), 3^i epochs at ``learning_rate * 10^(-i/7)``
+  for i = 0..7 (3,280 epochs in all), then the last rate."""
+  if name == "constant":
+    return optax.constant_schedule(learning_rate)
+  if name == "cosine":
+    return optax.cosine_decay_schedule(learning_rate,
+                                       max(1, steps_per_epoch * num_epochs))
+  if name == "burda":
+    boundaries, edge = {}, 0
+    for i in range(1, 8):
+      edge += 3 ** (i - 1) * steps_per_epoch
+      boundaries[edge] = 10 ** (-1 / 7)
+    return optax.piecewise_constant_schedule(learning_rate, boundaries)
+  raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {name!r}")
