@@ -13,6 +13,7 @@ import os
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 from ml_collections import config_flags
 
@@ -41,6 +42,7 @@ def enable_compilation_cache(directory: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _CACHE.value:
     enable_compilation_cache(_CACHE.value)
   summary = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

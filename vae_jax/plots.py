@@ -82,17 +82,19 @@ def curves(path: str, records: list[dict]) -> None:
                    (right, ("train_rate", "train_distortion", "test_rate",
                             "test_distortion"))):
     for key in keys:
-      points = [(r["epoch"], r[key]) for r in records
+      sign = -1 if key.endswith("elbo") else 1
+      points = [(r["epoch"], sign * r[key]) for r in records
                 if r.get(key) is not None]
       if points:
         x, y = zip(*points)
+        label = key.replace("_", " ").replace("elbo", "-ELBO")
         ax.plot(x, y, "o-" if key.startswith("test") else "-", ms=3,
-                label=key.replace("_", " "))
+                label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per example")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-  left.set_title("objective (ELBO = -loss when beta = 1)", fontsize=9)
+  left.set_title("loss and negative ELBO (lower is better)", fontsize=9)
   right.set_title("rate KL(q(z|x)||p(z)) and distortion -E log p(x|z)",
                   fontsize=9)
   _save(fig, path)

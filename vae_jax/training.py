@@ -116,7 +116,7 @@ def _update(graphdef, optimizer, state, x, key, hparams):
   new = TrainState(step=state.step + 1,
                    params=optax.apply_updates(state.params, updates),
                    opt_state=opt_state, key=state.key)
-  finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
   return new, dict(metrics, finite=finite)
 
 

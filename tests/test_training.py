@@ -1,0 +1,260 @@
+"""The model and the training step, against references written out here."""
+
+import functools
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate
+from scipy import stats
+
+from vae_jax import data
+from vae_jax import models
+from vae_jax import training
+
+SHAPE = (8, 8, 1)
+
+
+def _model(likelihood="bernoulli", mode="fixed", arch="mlp", hidden=(32,),
+           latent=4, seed=0):
+  return models.VAE(SHAPE, latent_dim=latent, architecture=arch,
+                    hidden_sizes=hidden, likelihood=likelihood,
+                    sigma2_mode=mode, sigma2_init=0.3, min_sigma2=0.01,
+                    rngs=nnx.Rngs(seed))
+
+
+def _images(n=16, seed=0):
+  return jax.random.uniform(jax.random.key(seed), (n, *SHAPE), jnp.float32)
+
+
+def _numpy_kl(mean, log_variance):
+  mean, log_variance = np.float64(mean), np.float64(log_variance)
+  return 0.5 * (mean ** 2 + np.exp(log_variance) - 1 - log_variance)
+
+
+@pytest.mark.parametrize("arch,hidden", [("mlp", (32,)), ("mlp", (16, 8)),
+                                         ("conv", (4, 8))])
+def test_shapes(arch, hidden):
+  m = _model(arch=arch, hidden=hidden)
+  mean, log_variance = m.encode(_images(3))
+  assert mean.shape == log_variance.shape == (3, 4)
+  assert m.decode(mean).shape == (3, *SHAPE)
+
+
+def test_bad_model_arguments_are_named():
+  with pytest.raises(ValueError, match="likelihood"):
+    _model(likelihood="poisson")
+  with pytest.raises(ValueError, match="architecture='conv'"):
+    models.VAE((7, 7, 1), latent_dim=2, architecture="conv",
+               hidden_sizes=(4, 8), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="min_sigma2"):
+    models.VAE(SHAPE, latent_dim=2, likelihood="gaussian",
+               sigma2_mode="learned", sigma2_init=0.1, min_sigma2=0.5,
+               rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("likelihood,mode", [
+    ("bernoulli", "fixed"), ("gaussian", "fixed"), ("gaussian", "learned"),
+    ("gaussian", "per_pixel"), ("gaussian", "optimal")])
+def test_log_likelihood_matches_scipy(likelihood, mode):
+  m = _model(likelihood, mode)
+  x = np.asarray(_images(5), np.float64)
+  if likelihood == "bernoulli":
+    x = np.round(x)
+  logits = 3.0 * np.asarray(jax.random.normal(jax.random.key(1), x.shape))
+  ours = models.log_likelihood(m, jnp.asarray(x, jnp.float32),
+                               jnp.asarray(logits, jnp.float32),
+                               sigma2=None if mode == "optimal" else 0.2)
+  p = 1 / (1 + np.exp(-logits))
+  if likelihood == "bernoulli":
+    ref = stats.bernoulli.logpmf(x, p).sum(axis=(1, 2, 3))
+  else:
+    if mode == "fixed":
+      var = 0.2
+    elif mode == "optimal":   # the batch MSE, floored
+      var = max(np.mean((x - p) ** 2), 0.01)
+    else:
+      var = 0.01 + np.log1p(np.exp(np.asarray(m.sigma2_raw[...], np.float64)))
+      np.testing.assert_allclose(var, 0.3, rtol=1e-6)   # starts at sigma2_init
+    ref = stats.norm.logpdf(x, p, np.sqrt(var)).sum(axis=(1, 2, 3))
+  np.testing.assert_allclose(ours, ref, rtol=2e-5)
+
+
+def test_learned_sigma2_never_falls_below_its_floor():
+  m = _model("gaussian", "per_pixel")
+  m.sigma2_raw[...] = jnp.full(SHAPE, -80.0)
+  assert jnp.min(m.learned_sigma2()) >= np.float32(0.01)
+  grad = jax.grad(lambda raw: jnp.sum(0.01 + jax.nn.softplus(raw)))(
+      jnp.float32(-80.0))
+  assert np.isfinite(grad)
+
+
+def test_optimal_sigma2_gets_no_gradient():
+  m = _model("gaussian", "optimal")
+  x, logits = _images(4), jnp.zeros((4, *SHAPE))
+  g = jax.grad(lambda l: m.optimal_sigma2(x, l))(logits)
+  assert not np.any(np.asarray(g))
+
+
+@pytest.mark.parametrize("l", [-30.0, -2.0, -1e-4, 0.0, 3e-4, 0.7, 25.0])
+def test_continuous_bernoulli_mean_by_quadrature(l):
+  lam = 1 / (1 + np.exp(-l))
+
+  def density(x):   # unnormalised CB density
+    return lam ** x * (1 - lam) ** (1 - x)
+  num = integrate.quad(lambda x: x * density(x), 0, 1)[0]
+  den = integrate.quad(density, 0, 1)[0]
+  ours = float(models.continuous_bernoulli_mean(jnp.float32(l)))
+  np.testing.assert_allclose(ours, num / den, rtol=1e-5, atol=1e-7)
+
+
+def _setup(free_bits=0.0, beta=1.0, warmup=0, lr=1e-3, likelihood="bernoulli"):
+  m = _model(likelihood)
+  optimizer = training.make_optimizer(lr)
+  graphdef, state = training.init_state(m, optimizer, jax.random.key(3))
+  hp = training.hyperparameters(beta=beta, free_bits=free_bits,
+                                warmup_steps=warmup, sigma2=0.5)
+  return m, optimizer, graphdef, state, hp
+
+
+@pytest.mark.parametrize("free_bits,beta", [(0.0, 1.0), (0.3, 2.5),
+                                            (50.0, 1.0)])
+def test_loss_against_a_numpy_reference(free_bits, beta):
+  m, _, graphdef, state, hp = _setup(free_bits, beta)
+  x = jnp.round(_images(6))
+  key = jax.random.key(11)
+  loss, metrics = training.loss_fn(state.params, graphdef, x, key, hp,
+                                   jnp.int32(0))
+  # Reference: the same noise, then every term by hand in float64.
+  mean, log_variance = (np.float64(a) for a in m.encode(x))
+  eps = np.float64(jax.random.normal(key, mean.shape, jnp.float32))
+  z = mean + np.exp(0.5 * log_variance) * eps
+  p = np.float64(jax.nn.sigmoid(m.decode(jnp.asarray(z, jnp.float32))))
+  log_lik = stats.bernoulli.logpmf(np.float64(x), p).sum(axis=(1, 2, 3))
+  kl = _numpy_kl(mean, log_variance)
+  ref = np.mean(-log_lik + beta * np.maximum(kl, free_bits).sum(-1))
+  np.testing.assert_allclose(loss, ref, rtol=2e-5)
+  np.testing.assert_allclose(metrics["elbo"], np.mean(log_lik - kl.sum(-1)),
+                             rtol=2e-5)
+  np.testing.assert_allclose(metrics["rate"], np.mean(kl.sum(-1)), rtol=2e-5)
+
+
+def test_free_bits_floor_is_per_example_and_dimension():
+  # A floor above every KL_ij: the KL term is the constant L * free_bits, so
+  # the encoder's gradient comes from the reconstruction only.
+  _, _, graphdef, state, hp = _setup(free_bits=1e4)
+  x, key = jnp.round(_images(6)), jax.random.key(0)
+  loss, m = training.loss_fn(state.params, graphdef, x, key, hp, jnp.int32(0))
+  np.testing.assert_allclose(loss, m["distortion"] + 4 * 1e4, rtol=1e-6)
+
+
+@pytest.mark.parametrize("step,expected", [(0, 0.25), (1, 0.5), (3, 1.0),
+                                           (100, 1.0)])
+def test_linear_warmup(step, expected):
+  hp = training.hyperparameters(beta=2.0, warmup_steps=4)
+  np.testing.assert_allclose(training.kl_weight(hp, jnp.int32(step)),
+                             2.0 * expected)
+  hp = training.hyperparameters(beta=2.0, warmup_steps=0)
+  assert float(training.kl_weight(hp, jnp.int32(step))) == 2.0
+
+
+def test_hyperparameters_refuse_bad_values():
+  with pytest.raises(ValueError, match="beta"):
+    training.hyperparameters(beta=-1.0)
+  with pytest.raises(ValueError, match="sigma2"):
+    training.hyperparameters(sigma2=0.0)
+
+
+def test_train_step_is_an_adam_step():
+  _, optimizer, graphdef, state, hp = _setup()
+  x, key = jnp.round(_images(8)), jax.random.key(5)
+  new, metrics = training.train_step(graphdef, optimizer, state, x, key, hp)
+  grads = jax.grad(lambda p: training.loss_fn(p, graphdef, x, key, hp,
+                                              state.step)[0])(state.params)
+  # Adam's first step moves every weight by lr * g / (|g| + eps).
+  expected = jax.tree.map(lambda p, g: p - 1e-3 * g / (jnp.abs(g) + 1e-8),
+                          state.params, grads)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5,
+                                 atol=1e-9), new.params, expected)
+  assert int(new.step) == 1 and bool(metrics["finite"])
+  assert all(l.dtype == jnp.float32 for l in jax.tree.leaves(new.params))
+
+
+def test_non_finite_step_changes_nothing():
+  _, optimizer, graphdef, state, hp = _setup()
+  x = _images(8).at[0, 0, 0, 0].set(jnp.nan)
+  new, metrics = training.train_step(graphdef, optimizer, state, x,
+                                     jax.random.key(0), hp)
+  assert not bool(metrics["finite"])
+  same = new._replace(key=jax.random.key_data(new.key))
+  jax.tree.map(np.testing.assert_array_equal, same,
+               state._replace(key=jax.random.key_data(state.key)))
+
+
+def _raw_digits(n):
+  return data.load("digits", "dynamic").train[:n]
+
+
+def test_scanned_epoch_equals_the_stepwise_loop():
+  _, optimizer, graphdef, state, hp = _setup()
+  raw = jnp.asarray(_raw_digits(200))
+  static = dict(batch_size=32, protocol="dynamic", levels=17)
+  scanned, m1 = training.train_epoch(graphdef, optimizer, state, raw, hp,
+                                     **static)
+  step_fn = jax.jit(functools.partial(training.train_step, graphdef,
+                                      optimizer))
+  looped, m2 = training.train_epoch_stepwise(step_fn, state, raw, hp, **static)
+  assert m1["loss"].shape == (6,)     # 200 // 32 full batches
+  np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-5)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4,
+                                 atol=1e-6), scanned.params, looped.params)
+  np.testing.assert_array_equal(jax.random.key_data(scanned.key),
+                                jax.random.key_data(looped.key))
+
+
+def test_epoch_stops_updating_at_the_first_non_finite_step():
+  _, optimizer, graphdef, state, hp = _setup(lr=1e-3)
+  raw = jnp.asarray(_raw_digits(128))
+  bad_hp = dict(hp, sigma2=jnp.float32(jnp.nan))   # unused by Bernoulli ...
+  bad_hp["beta"] = jnp.float32(jnp.inf)           # ... but inf beta is not
+  new, metrics = training.train_epoch(graphdef, optimizer, state, raw, bad_hp,
+                                      batch_size=32, protocol="dynamic",
+                                      levels=17)
+  assert not metrics["finite"].any()
+  jax.tree.map(np.testing.assert_array_equal, new.params, state.params)
+  assert int(new.step) == 0
+
+
+def test_overfits_a_handful_of_digits():
+  m, optimizer, graphdef, state, hp = _setup(lr=3e-3)
+  del m
+  x = jnp.asarray(np.round(_raw_digits(8) / 16.0), jnp.float32)
+  step = jax.jit(functools.partial(training.train_step, graphdef, optimizer))
+  keys = jax.random.split(jax.random.key(0), 600)
+  losses = []
+  for key in keys:
+    state, metrics = step(state, x, key, hp)
+    losses.append(float(metrics["loss"]))
+  start, end = np.mean(losses[:5]), np.mean(losses[-20:])
+  # 64 binary pixels start near 64 log 2 = 44 nats; memorising 8 images
+  # needs about log 8 = 2 nats of rate plus a little distortion.
+  assert start > 35 and end < 0.35 * start, (start, end)
+
+
+def test_learning_rate_schedules():
+  burda = training.learning_rate_schedule("burda", 1e-3, steps_per_epoch=2,
+                                          num_epochs=3280)
+  # Epoch boundaries 1, 4, 13, 40, ... (3^i epochs at stage i).
+  for epoch, stage in [(0, 0), (1, 1), (3, 1), (4, 2), (12, 2), (13, 3),
+                       (3279, 7)]:
+    np.testing.assert_allclose(burda(2 * epoch), 1e-3 * 10 ** (-stage / 7),
+                               rtol=1e-6)
+  cosine = training.learning_rate_schedule("cosine", 1.0, steps_per_epoch=5,
+                                           num_epochs=2)
+  np.testing.assert_allclose([cosine(0), cosine(5), cosine(10)],
+                             [1.0, 0.5, 0.0], atol=1e-6)
+  with pytest.raises(ValueError, match="lr_schedule"):
+    training.learning_rate_schedule("step", 1.0, steps_per_epoch=1,
+                                    num_epochs=1)
