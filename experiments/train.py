@@ -10,6 +10,7 @@ start fast.
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -17,6 +18,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from vae_jax import config
+from vae_jax import data
 from vae_jax import experiment
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -45,7 +48,11 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _CACHE.value:
     enable_compilation_cache(_CACHE.value)
-  summary = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    summary = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (config.ConfigError, data.DataError, data.DataUnavailableError,
+          experiment.NonFiniteLossError) as e:
+    sys.exit(f"error: {e}")
   workdir = os.path.abspath(_WORKDIR.value)
   print(f"\nOutputs in {workdir}:")
   for name in ("summary.json", "metrics.jsonl", "config.json", "checkpoints/",

@@ -47,6 +47,20 @@ def build_model(config, image_shape, key) -> models.VAE:
       min_sigma2=config.min_sigma2, rngs=nnx.Rngs(params=key))
 
 
+def initial_state(config, image_shape, steps_per_epoch: int):
+  """Model, graphdef, optimiser, learning-rate schedule and fresh TrainState
+  of a run: everything a checkpoint is restored into."""
+  init_key, train_key = jax.random.split(jax.random.key(config.seed))
+  model = build_model(config, image_shape, init_key)
+  schedule = training.learning_rate_schedule(
+      config.lr_schedule, config.learning_rate,
+      steps_per_epoch=steps_per_epoch, num_epochs=config.num_epochs)
+  optimizer = training.make_optimizer(schedule, eps=config.adam_eps,
+                                      grad_clip=config.grad_clip)
+  graphdef, state = training.init_state(model, optimizer, train_key)
+  return model, graphdef, optimizer, schedule, state
+
+
 def hyperparameters(config, steps_per_epoch: int) -> dict:
   return training.hyperparameters(
       beta=config.beta, free_bits=config.free_bits,
@@ -118,20 +132,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   dataset = data.load(config.source, config.protocol,
                       data_dir=config.data_dir or None)
-  init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed),
-                                                   3)
-  model = build_model(config, dataset.image_shape, init_key)
+  eval_key = jax.random.fold_in(jax.random.key(config.seed), 2)
   steps_per_epoch = len(dataset.train) // config.batch_size
   if steps_per_epoch < 1:
     raise config_lib.ConfigError(
         f"config.batch_size ({config.batch_size}) exceeds the "
         f"{len(dataset.train)} training examples")
-  schedule = training.learning_rate_schedule(
-      config.lr_schedule, config.learning_rate,
-      steps_per_epoch=steps_per_epoch, num_epochs=config.num_epochs)
-  optimizer = training.make_optimizer(schedule, eps=config.adam_eps,
-                                      grad_clip=config.grad_clip)
-  graphdef, state = training.init_state(model, optimizer, train_key)
+  model, graphdef, optimizer, schedule, state = initial_state(
+      config, dataset.image_shape, steps_per_epoch)
   hparams = hyperparameters(config, steps_per_epoch)
 
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))

@@ -1,0 +1,257 @@
+"""Whole runs on the 8x8 digits: outputs, bounds, resume, failure, the CLI."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+import tensorflow_datasets as tfds
+
+from experiments.configs import default
+from vae_jax import checkpoints
+from vae_jax import config as config_lib
+from vae_jax import experiment
+from vae_jax import logs
+from vae_jax import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING = ("seconds", "examples_per_second")
+
+
+def tiny_config(**changes) -> ml_collections.ConfigDict:
+  c = default.get_config()
+  c.update(dict(source="digits", hidden_sizes=(32,), latent_dim=2,
+                batch_size=100, num_epochs=4, eval_every=2,
+                checkpoint_every=1, nll_samples=64, nll_chunk_size=16,
+                eval_batch_size=128, progress_bar=False))
+  c.update(changes)
+  return c
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run"))
+  return workdir, experiment.train_and_evaluate(tiny_config(), workdir)
+
+
+def _final_params(workdir):
+  cfg = tiny_config()
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
+  template = _template(cfg)
+  state = ckpt.restore(ckpt.latest_epoch(), template)
+  ckpt.close()
+  return state
+
+
+def _template(cfg):
+  return experiment.initial_state(cfg, (8, 8, 1), 1497 // cfg.batch_size)[-1]
+
+
+def test_run_writes_every_output(finished_run):
+  workdir, summary = finished_run
+  for key in ("test_elbo", "test_rate", "test_distortion", "test_nll",
+              "nll_samples", "bits_per_dim", "active_units", "data_protocol",
+              "train_seconds", "examples_per_second"):
+    assert summary[key] is not None, key
+  with open(os.path.join(workdir, "summary.json")) as f:
+    assert json.load(f) == json.loads(json.dumps(summary))
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["latent_dim"] == 2
+  records = logs.read_records(os.path.join(workdir, "metrics.jsonl"))
+  assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+  assert "test_elbo" in records[1] and "test_elbo" not in records[0]
+  assert records[-1]["step"] == 4 * (1497 // 100)
+  assert any(f.startswith("events.out.tfevents")
+             for f in os.listdir(os.path.join(workdir, "tensorboard")))
+  for name in ("reconstructions", "samples", "curves", "latent_traversal"):
+    with Image.open(os.path.join(workdir, "figures", f"{name}.png")) as im:
+      assert im.size[0] > 100 and im.size[1] > 100
+  assert summary["data_protocol"] == "dynamic"
+  assert summary["nll_samples"] == 64 and summary["num_test"] == 300
+
+
+def test_summary_numbers_hang_together(finished_run):
+  _, s = finished_run
+  np.testing.assert_allclose(s["test_elbo"],
+                             -(s["test_rate"] + s["test_distortion"]),
+                             rtol=1e-6)
+  # Burda et al.: the importance-weighted bound is no looser than the ELBO.
+  assert s["test_nll"] <= -s["test_elbo"] + 0.05
+  np.testing.assert_allclose(s["bits_per_dim"],
+                             s["test_nll"] / (64 * math.log(2)), rtol=1e-6)
+  np.testing.assert_allclose(sum(s["kl_per_dim"]), s["test_rate"], rtol=1e-5)
+  assert 0 <= s["active_units"] <= 2
+
+
+def test_interrupted_run_resumes_to_the_same_parameters(finished_run,
+                                                        tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  real_write = logs.MetricsLog.write
+
+  def write(self, record):
+    if record["epoch"] == 3:   # killed after epoch 3 ran, before its save
+      raise KeyboardInterrupt
+    real_write(self, record)
+  monkeypatch.setattr(logs.MetricsLog, "write", write)
+  with pytest.raises(KeyboardInterrupt):
+    experiment.train_and_evaluate(tiny_config(), workdir)
+  monkeypatch.setattr(logs.MetricsLog, "write", real_write)
+  assert not os.path.exists(os.path.join(workdir, "summary.json"))
+  summary = experiment.train_and_evaluate(tiny_config(), workdir)
+
+  reference_dir, reference = finished_run
+  a, b = _final_params(workdir), _final_params(reference_dir)
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(x, y)      # bit-identical
+  for key in ("test_elbo", "test_nll", "active_units"):
+    assert summary[key] == reference[key]
+  strip = lambda rs: [{k: v for k, v in r.items() if k not in TIMING}
+                      for r in rs]
+  assert strip(logs.read_records(os.path.join(workdir, "metrics.jsonl"))) == \
+      strip(logs.read_records(os.path.join(reference_dir, "metrics.jsonl")))
+
+
+def test_resume_with_a_different_config_is_refused(finished_run):
+  workdir, _ = finished_run
+  with pytest.raises(config_lib.ConfigError, match="beta: saved 1.0, now 2.0"):
+    experiment.train_and_evaluate(tiny_config(beta=2.0), workdir)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path, monkeypatch):
+  real = training.make_train_epoch
+
+  def poisoned(*args, **kwargs):
+    epoch_fn, calls = real(*args, **kwargs), []
+
+    def run(state, raw, hparams):
+      calls.append(1)
+      if len(calls) == 3:   # epoch 3 meets an infinite KL weight
+        hparams = dict(hparams, beta=hparams["beta"] * np.inf)
+      return epoch_fn(state, raw, hparams)
+    return run
+  monkeypatch.setattr(training, "make_train_epoch", poisoned)
+  workdir = str(tmp_path)
+  with pytest.raises(experiment.NonFiniteLossError,
+                     match=r"epoch 3, step 29;.*checkpoint: epoch 2"):
+    experiment.train_and_evaluate(tiny_config(), workdir)
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
+  assert ckpt.latest_epoch() == 2
+  state = ckpt.restore(2, _template(tiny_config()))
+  ckpt.close()
+  assert int(state.step) == 2 * 14
+  assert all(np.isfinite(l).all() for l in jax.tree.leaves(state.params))
+
+
+@pytest.mark.parametrize("likelihood,mode,protocol", [
+    ("gaussian", "optimal", "continuous"), ("gaussian", "learned",
+                                             "continuous"),
+    ("continuous_bernoulli", "fixed", "continuous"),
+    ("bernoulli", "fixed", "static")])
+def test_other_likelihoods_train_and_report_honest_units(
+    tmp_path, likelihood, mode, protocol):
+  cfg = tiny_config(likelihood=likelihood, sigma2_mode=mode, protocol=protocol,
+                    num_epochs=2, latent_dim=3, architecture="conv",
+                    hidden_sizes=(4, 8), sigma2=0.1, min_sigma2=1e-3)
+  s = experiment.train_and_evaluate(cfg, str(tmp_path))
+  assert np.isfinite(s["test_nll"]) and s["test_nll"] <= -s["test_elbo"] + 0.1
+  offset = 0.0 if protocol == "static" else math.log(17)
+  np.testing.assert_allclose(
+      s["bits_per_dim"], (s["test_nll"] + 64 * offset) / (64 * math.log(2)),
+      rtol=1e-6)
+  if mode == "optimal":
+    assert 1e-3 <= s["eval_sigma2"] < 0.25
+
+
+def test_a_density_on_binary_data_reports_no_bits_per_dim(tmp_path):
+  cfg = tiny_config(likelihood="gaussian", num_epochs=1, nll_samples=8)
+  assert experiment.train_and_evaluate(cfg, str(tmp_path))[
+      "bits_per_dim"] is None
+
+
+def test_tfds_source_through_mock_data(tmp_path):
+  cfg = tiny_config(source="tfds:mnist", architecture="mlp", num_epochs=1,
+                    batch_size=16, nll_samples=8, eval_batch_size=16)
+  with tfds.testing.mock_data(num_examples=32):
+    s = experiment.train_and_evaluate(cfg, str(tmp_path))
+  assert s["source"] == "tfds:mnist" and s["num_train"] == 32
+  assert s["num_test"] == 32 and np.isfinite(s["test_nll"])
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("beta", -1.0, "config.beta must be a number >= 0"),
+    ("likelihood", "poisson", "config.likelihood must be one of"),
+    ("hidden_sizes", (), "config.hidden_sizes"),
+    ("source", "cifar", "config.source"),
+    ("batch_size", 0, "config.batch_size")])
+def test_bad_config_values_are_named(key, value, match):
+  cfg = tiny_config()
+  cfg[key] = value
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.validate(cfg)
+
+
+def test_unknown_and_missing_config_keys_are_named():
+  cfg = tiny_config()
+  cfg.betta = 4.0
+  with pytest.raises(config_lib.ConfigError, match="unknown.*'betta'"):
+    config_lib.validate(cfg)
+  cfg = tiny_config()
+  del cfg["beta"]
+  with pytest.raises(config_lib.ConfigError, match="missing.*'beta'"):
+    config_lib.validate(cfg)
+
+
+def _cli(workdir, *flags, wait=True):
+  cache = os.path.join(os.path.dirname(workdir), "jax-cache")  # shared
+  cmd = [sys.executable, "-m", "experiments.train",
+         "--config=experiments/configs/digits.py", f"--workdir={workdir}",
+         f"--compilation_cache={cache}",
+         "--config.progress_bar=False", *flags]
+  if not wait:
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+
+
+def test_cli_rejects_an_unknown_override_by_name(tmp_path):
+  result = _cli(tmp_path / "w", "--config.betta=4")
+  assert result.returncode != 0
+  assert "betta" in result.stderr and 'Did you mean "beta"' in result.stderr
+
+
+def test_cli_killed_at_any_point_resumes_bit_identically(tmp_path):
+  """SIGKILL a training process mid-run, rerun the command, compare with a
+  run never stopped: same final parameters bit for bit, and overrides kept."""
+  flags = ("--config.num_epochs=40", "--config.checkpoint_every=1",
+           "--config.beta=4", "--config.hidden_sizes=(64,)",
+           "--config.nll_samples=16", "--config.eval_every=20")
+  whole, killed = tmp_path / "whole", tmp_path / "killed"
+  assert _cli(whole, *flags).returncode == 0
+  proc = _cli(killed, *flags, wait=False)
+  first = killed / "checkpoints" / "3"
+  deadline = time.time() + 240
+  while not first.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed / "summary.json").exists(), "finished before the kill"
+  result = _cli(killed, *flags)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "summary.json" in result.stdout
+  with open(killed / "config.json") as f:
+    saved = json.load(f)
+  assert saved["beta"] == 4.0 and saved["hidden_sizes"] == [64]
+  with open(whole / "summary.json") as f, open(killed / "summary.json") as g:
+    a, b = json.load(f), json.load(g)
+  for key in ("test_elbo", "test_nll", "test_rate", "active_units", "steps"):
+    assert a[key] == b[key], key
