@@ -16,7 +16,7 @@ $(STAMP): requirements.txt
 	touch $@
 
 run: $(STAMP)
-	$(VENV)/bin/python -m experiments.demo
+	$(VENV)/bin/python -m experiments.train --config=experiments/configs/default.py --workdir=runs/default
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

@@ -255,3 +255,19 @@ def test_cli_killed_at_any_point_resumes_bit_identically(tmp_path):
     a, b = json.load(f), json.load(g)
   for key in ("test_elbo", "test_nll", "test_rate", "active_units", "steps"):
     assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("name", ["default", "digits", "burda2016"])
+def test_shipped_configs_are_valid(name):
+  module = __import__(f"experiments.configs.{name}", fromlist=["get_config"])
+  config_lib.validate(module.get_config())
+
+
+def test_burda_config_follows_the_paper():
+  from experiments.configs import burda2016
+  c = burda2016.get_config()
+  assert (c.source, c.protocol, tuple(c.hidden_sizes), c.activation,
+          c.latent_dim, c.batch_size, c.adam_eps, c.nll_samples) == (
+              "tfds:mnist", "dynamic", (200, 200), "tanh", 50, 20, 1e-4, 5000)
+  # 3^i epochs for i = 0..7 is the whole run.
+  assert c.num_epochs == sum(3 ** i for i in range(8)) == 3280

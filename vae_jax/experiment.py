@@ -262,7 +262,7 @@ def _final_evaluation(config, dataset, model, graphdef, state, raw_train,
       encode, log_likelihood, test_images, key,
       num_samples=config.nll_samples, chunk_size=config.nll_chunk_size,
       batch_size=config.eval_batch_size, num_dims=dataset.num_dims,
-      bits_offset_nats_per_dim=offset or 0.0)
+      bits_offset_nats_per_dim=offset or 0.0, progress=config.progress_bar)
   eval_seconds = time.perf_counter() - t0
   steady = [r for r in records if r["epoch"] > 1] or records
   summary = dict(
