@@ -72,6 +72,7 @@ def write_text(path: str, text: str) -> None:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)   # mkstemp's 0600 is too private for results
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)

@@ -33,6 +33,7 @@ def _save(fig, path: str) -> None:
   os.close(fd)
   fig.savefig(tmp, dpi=110, bbox_inches="tight")
   plt.close(fig)
+  os.chmod(tmp, 0o644)
   os.replace(tmp, path)
 
 
