@@ -271,3 +271,33 @@ def test_burda_config_follows_the_paper():
               "tfds:mnist", "dynamic", (200, 200), "tanh", 50, 20, 1e-4, 5000)
   # 3^i epochs for i = 0..7 is the whole run.
   assert c.num_epochs == sum(3 ** i for i in range(8)) == 3280
+
+
+def test_metrics_log_drops_epochs_past_the_checkpoint(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("".join(json.dumps({"epoch": e, "loss": 1.0 / e}) + "\n"
+                          for e in (1, 2, 3)) + '{"epoch": 4, "lo')  # cut
+  log = logs.MetricsLog(str(tmp_path), last_epoch=2)
+  log.write({"epoch": 3, "loss": 7.0})
+  log.close()
+  assert logs.read_records(str(path)) == [
+      {"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5},
+      {"epoch": 3, "loss": 7.0}]
+  path.write_text('{"epoch": 1}\nnot json\n{"epoch": 2}\n')
+  with pytest.raises(ValueError, match="line 2 is not JSON"):
+    logs.read_records(str(path))
+
+
+def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path,
+                                                            monkeypatch):
+  path = str(tmp_path / "summary.json")
+  checkpoints.write_json(path, {"a": 1})
+
+  def crash(*_):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(os, "replace", crash)
+  with pytest.raises(KeyboardInterrupt):
+    checkpoints.write_json(path, {"a": 2})
+  with open(path) as f:
+    assert json.load(f) == {"a": 1}
+  assert os.listdir(tmp_path) == ["summary.json"]   # no temporary left

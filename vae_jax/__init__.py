@@ -9,6 +9,11 @@ with the mean (or use :func:`batched`). All functions are pure and work under
 Input checks: wrong shapes and dtypes raise at trace time; out-of-domain values
 (x outside [0, 1], sigma2 <= 0, NaN) raise when inputs are concrete, and under
 ``jax.jit`` through :func:`checked`.
+
+Training a VAE uses the submodules, imported by name (they pull in Flax, optax,
+orbax and matplotlib, which the losses do not need): ``models``, ``data``,
+``training``, ``evaluation``, ``checkpoints``, ``logs``, ``plots``, ``config``
+and ``experiment`` (``train_and_evaluate(config, workdir)``).
 """
 
 from vae_jax.checks import checked

@@ -29,8 +29,8 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
                                            enable_async_checkpointing=False,
                                            create=True)
-    self._manager = ocp.CheckpointManager(os.path.abspath(directory),
-                                          options=options)
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_epoch(self) -> int | None:
     """The newest complete checkpoint's epoch, or None."""

@@ -209,7 +209,7 @@ def _train(config, dataset, graphdef, optimizer, state, hparams, raw_train,
           f"training loss became non-finite at epoch {epoch}, step "
           f"{(epoch - 1) * len(metrics['loss']) + bad + 1}; the run stopped. "
           f"Last good checkpoint: epoch {ckpt.latest_epoch() or 'none'} in "
-          f"{ckpt_dir(log)}. Try a lower learning_rate, grad_clip > 0, or a "
+          f"{ckpt.directory}. Try a lower learning_rate, grad_clip > 0, or a "
           "larger min_sigma2.")
     n = metrics["loss"].size * config.batch_size
     seconds += elapsed
@@ -232,10 +232,6 @@ def _train(config, dataset, graphdef, optimizer, state, hparams, raw_train,
                     ex_per_s=f"{record['examples_per_second']:,.0f}")
   bar.close()
   return state, dict(train_seconds=seconds, examples=examples)
-
-
-def ckpt_dir(log) -> str:
-  return os.path.join(os.path.dirname(log.path), "checkpoints")
 
 
 def _test_elbo_fn(graphdef):

@@ -6,7 +6,6 @@ that epoch twice; TensorBoard is told the same through ``purge_step``.
 """
 
 import json
-import math
 import os
 
 import tensorboardX
@@ -68,8 +67,3 @@ def read_records(path: str) -> list[dict]:
       if i < len(lines) - 1 and any(l.strip() for l in lines[i + 1:]):
         raise ValueError(f"{path}: line {i + 1} is not JSON") from None
   return records
-
-
-def finite_or_none(value: float) -> float | None:
-  """JSON has no NaN: non-finite numbers are written as null."""
-  return value if math.isfinite(value) else None

@@ -137,9 +137,15 @@ def epoch_batches(key: Array, num_examples: int, batch_size: int) -> Array:
   return perm[:steps * batch_size].reshape(steps, batch_size)
 
 
-def epoch_keys(key: Array) -> tuple[Array, Array, Array, Array]:
-  """Splits the state's key into (next state key, order, data, steps)."""
-  return tuple(jax.random.split(key, 4))
+def epoch_inputs(key: Array, raw_train: Array, *, batch_size: int,
+                 protocol: str, levels: int):
+  """What one epoch draws from the state's key: the next key, the epoch's
+  images in [0, 1] (binarized or dequantized anew), the batch indices
+  ``[S, batch_size]`` and one key per step ``[S]``."""
+  next_key, order_key, data_key, step_key = jax.random.split(key, 4)
+  x = data.to_unit_interval(data_key, raw_train, protocol, levels)
+  batches = epoch_batches(order_key, raw_train.shape[0], batch_size)
+  return next_key, x, batches, jax.random.split(step_key, batches.shape[0])
 
 
 def train_epoch(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
@@ -160,10 +166,9 @@ def train_epoch(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
     finite, it and every later step of the epoch leave the state unchanged;
     ``metrics['finite']`` is then False from that step on.
   """
-  next_key, order_key, data_key, step_key = epoch_keys(state.key)
-  x = data.to_unit_interval(data_key, raw_train, protocol, levels)
-  batches = epoch_batches(order_key, raw_train.shape[0], batch_size)
-  step_keys = jax.random.split(step_key, batches.shape[0])
+  next_key, x, batches, step_keys = epoch_inputs(
+      state.key, raw_train, batch_size=batch_size, protocol=protocol,
+      levels=levels)
 
   def body(carry, inputs):
     st, ok = carry
@@ -196,10 +201,9 @@ def train_epoch_stepwise(step_fn: Callable, state: TrainState,
   """The same epoch as :func:`train_epoch` (same data, order and keys), one
   jitted ``step_fn = jax.jit(partial(train_step, graphdef, optimizer))`` call
   per batch from Python: the slower path, for debugging and for checking."""
-  next_key, order_key, data_key, step_key = epoch_keys(state.key)
-  x = data.to_unit_interval(data_key, raw_train, protocol, levels)
-  batches = epoch_batches(order_key, raw_train.shape[0], batch_size)
-  step_keys = jax.random.split(step_key, batches.shape[0])
+  next_key, x, batches, step_keys = epoch_inputs(
+      state.key, raw_train, batch_size=batch_size, protocol=protocol,
+      levels=levels)
   history, ok = [], True
   for idx, key in zip(batches, step_keys):
     new, metrics = step_fn(state, x[idx], key, hparams)
