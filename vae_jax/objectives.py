@@ -10,7 +10,6 @@ from collections.abc import Callable
 import math
 
 import jax
-import jax.numpy as jnp
 
 from vae_jax import checks
 from vae_jax import divergences
