@@ -92,10 +92,10 @@ def eval_sigma2(config, graphdef, params, raw_train, dataset) -> float | None:
     return None
   if config.sigma2_mode == "fixed":
     return config.sigma2
-  key = jax.random.key(config.eval_seed)
-  images = data.to_unit_interval(key, raw_train, dataset.protocol,
+  data_key, noise_key = jax.random.split(jax.random.key(config.eval_seed))
+  images = data.to_unit_interval(data_key, raw_train, dataset.protocol,
                                  dataset.levels)
-  return max(float(_train_mse(graphdef, params, images, key)),
+  return max(float(_train_mse(graphdef, params, images, noise_key)),
              config.min_sigma2)
 
 
