@@ -61,7 +61,8 @@ def initial_state(config, image_shape, steps_per_epoch: int):
   return model, graphdef, optimizer, schedule, state
 
 
-def hyperparameters(config, steps_per_epoch: int) -> dict:
+def config_hyperparameters(config, steps_per_epoch: int) -> dict:
+  """The objective's scalars (:func:`training.hyperparameters`) of a config."""
   return training.hyperparameters(
       beta=config.beta, free_bits=config.free_bits,
       warmup_steps=config.kl_warmup_epochs * steps_per_epoch,
@@ -140,7 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"{len(dataset.train)} training examples")
   model, graphdef, optimizer, schedule, state = initial_state(
       config, dataset.image_shape, steps_per_epoch)
-  hparams = hyperparameters(config, steps_per_epoch)
+  hparams = config_hyperparameters(config, steps_per_epoch)
 
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
   start = ckpt.latest_epoch() or 0
@@ -151,15 +152,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   test_images = jax.device_put(data.evaluation_images(dataset,
                                                       config.eval_seed))
   try:
-    state, timing = _train(config, dataset, graphdef, optimizer, state,
+    state = _train(config, dataset, graphdef, optimizer, state,
                            hparams, raw_train, test_images, ckpt, log, start,
                            schedule)
   finally:
     log.close()
     ckpt.close()
   summary = _final_evaluation(config, dataset, model, graphdef, state,
-                              raw_train, test_images, eval_key, timing,
-                              log.records)
+                              raw_train, test_images, eval_key, log.records)
   checkpoints.write_json(os.path.join(workdir, "summary.json"), summary)
   _figures(config, model, graphdef, state.params, test_images, summary,
            log.records, os.path.join(workdir, "figures"), eval_key)
@@ -182,7 +182,7 @@ def _check_resumable(config, workdir):
 
 def _train(config, dataset, graphdef, optimizer, state, hparams, raw_train,
            test_images, ckpt, log, start, schedule):
-  """The epoch loop. Returns the final state and timing figures."""
+  """The epoch loop. Returns the final state."""
   static = dict(batch_size=config.batch_size, protocol=dataset.protocol,
                 levels=dataset.levels)
   if config.scan_epoch:
@@ -193,8 +193,6 @@ def _train(config, dataset, graphdef, optimizer, state, hparams, raw_train,
     epoch_fn = functools.partial(training.train_epoch_stepwise, step_fn,
                                  **static)
   test_elbo = _test_elbo_fn(graphdef)
-  seconds = sum(r.get("seconds", 0.0) for r in log.records)
-  examples = sum(r.get("examples", 0) for r in log.records)
   bar = tqdm.tqdm(range(start + 1, config.num_epochs + 1), initial=start,
                   total=config.num_epochs, unit="epoch",
                   disable=not config.progress_bar, dynamic_ncols=True)
@@ -212,8 +210,6 @@ def _train(config, dataset, graphdef, optimizer, state, hparams, raw_train,
           f"{ckpt.directory}. Try a lower learning_rate, grad_clip > 0, or a "
           "larger min_sigma2.")
     n = metrics["loss"].size * config.batch_size
-    seconds += elapsed
-    examples += n
     record = dict(epoch=epoch, step=int(state.step), seconds=elapsed,
                   examples=n, examples_per_second=n / elapsed,
                   learning_rate=float(schedule(int(state.step) - 1)),
@@ -231,7 +227,7 @@ def _train(config, dataset, graphdef, optimizer, state, hparams, raw_train,
     bar.set_postfix(loss=f"{record['train_loss']:.2f}",
                     ex_per_s=f"{record['examples_per_second']:,.0f}")
   bar.close()
-  return state, dict(train_seconds=seconds, examples=examples)
+  return state
 
 
 def _test_elbo_fn(graphdef):
@@ -248,7 +244,7 @@ def _test_elbo_fn(graphdef):
 
 
 def _final_evaluation(config, dataset, model, graphdef, state, raw_train,
-                      test_images, key, timing, records):
+                      test_images, key, records):
   """The summary: test ELBO, rate, distortion, IWAE NLL, bits/dim, units."""
   sigma2 = eval_sigma2(config, graphdef, state.params, raw_train, dataset)
   encode, log_likelihood = model_functions(graphdef, state.params, sigma2)
@@ -274,7 +270,7 @@ def _final_evaluation(config, dataset, model, graphdef, state, raw_train,
       epochs=int(state.step) // (len(dataset.train) // config.batch_size),
       steps=int(state.step), num_train=len(dataset.train),
       num_test=result["num_examples"],
-      train_seconds=timing["train_seconds"],
+      train_seconds=sum(r["seconds"] for r in records),
       examples_per_second=(sum(r["examples"] for r in steady)
                            / max(sum(r["seconds"] for r in steady), 1e-9)),
       eval_seconds=eval_seconds, machine=machine())

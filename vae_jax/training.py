@@ -13,7 +13,7 @@ the KL. The reported ``elbo`` is always the true one (beta = 1, no floor).
 
 Everything a step needs travels in :class:`TrainState` (step, parameters,
 optimiser state, PRNG key) and a dict of scalar hyperparameters, so a sweep can
-``jax.vmap`` over both. A step whose loss or gradients are not finite changes
+``jax.vmap`` over both. A step whose loss or update is not finite changes
 nothing, and the epoch reports it (see :func:`train_epoch`).
 """
 
@@ -102,7 +102,7 @@ def train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
                state: TrainState, x: Array, key: Array, hparams: dict
                ) -> tuple[TrainState, dict]:
   """One optax step on batch x; pure (jit it with graphdef and optimizer
-  static). A non-finite loss or gradient leaves the state as it was;
+  static). A non-finite loss or update leaves the state as it was;
   ``metrics['finite']`` says which happened."""
   new, metrics = _update(graphdef, optimizer, state, x, key, hparams)
   return _keep_if(metrics["finite"], new, state), metrics
@@ -116,7 +116,9 @@ def _update(graphdef, optimizer, state, x, key, hparams):
   new = TrainState(step=state.step + 1,
                    params=optax.apply_updates(state.params, updates),
                    opt_state=opt_state, key=state.key)
-  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+  # The update, not just the gradient: a non-finite gradient makes it
+  # non-finite too, and so does anything the optimiser itself produces.
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(updates))
   return new, dict(metrics, finite=finite)
 
 
