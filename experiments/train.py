@@ -15,9 +15,9 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
+from experiments import cli
 from vae_jax import config
 from vae_jax import data
 from vae_jax import experiment
@@ -28,18 +28,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default",
                                "Where outputs and checkpoints go.")
 _CACHE = flags.DEFINE_string(
-    "compilation_cache",
-    os.path.join(os.environ.get("XDG_CACHE_HOME",
-                                os.path.expanduser("~/.cache")),
-                 "vae_jax", "jax"),
+    "compilation_cache", cli.default_cache_dir(),
     "JAX persistent compilation cache folder ('' = off).")
-
-
-def enable_compilation_cache(directory: str) -> None:
-  """Caches every compiled program on disk, however quick it was to build."""
-  jax.config.update("jax_compilation_cache_dir", directory)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def main(argv):
@@ -47,7 +37,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _CACHE.value:
-    enable_compilation_cache(_CACHE.value)
+    cli.enable_compilation_cache(_CACHE.value)
   try:
     summary = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (config.ConfigError, data.DataError, data.DataUnavailableError,

@@ -1,7 +1,10 @@
-"""Checkpoints of the whole TrainState with orbax, and atomic file writes.
+"""Checkpoints of the whole training state with orbax, and atomic file writes.
 
-A checkpoint holds the step, the parameters, the optimiser state and the PRNG
-key, saved under the number of finished epochs. Orbax writes each one to a
+A checkpoint holds a run's TrainState (step, parameters, optimiser state, PRNG
+key), or a sweep's stacked and sharded states, saved under the number of
+finished epochs. Sharded arrays are written and read shard by shard; under
+``jax.distributed`` every process calls ``save`` and ``restore`` and the
+directory must be on a file system all of them share. Orbax writes each one to a
 temporary folder and renames it when complete, so a run killed mid-save keeps
 its previous checkpoint; :func:`write_json` and :func:`write_text` do the same
 for single files (write a sibling, fsync, ``os.replace``).
@@ -14,11 +17,14 @@ import tempfile
 import jax
 import orbax.checkpoint as ocp
 
-from vae_jax.training import TrainState
 
 
 class Checkpointer:
-  """Saves and restores TrainStates under ``directory/<epoch>``.
+  """Saves and restores a state under ``directory/<epoch>``.
+
+  The state is a NamedTuple (a :class:`~vae_jax.training.TrainState`, or a
+  NamedTuple holding one) of arrays and pytrees; typed PRNG keys among its
+  fields are stored as their raw key data.
 
   Args:
     directory: where checkpoints go (created if missing).
@@ -36,30 +42,46 @@ class Checkpointer:
     """The newest complete checkpoint's epoch, or None."""
     return self._manager.latest_step()
 
-  def save(self, epoch: int, state: TrainState) -> None:
+  def save(self, epoch: int, state) -> None:
     """Writes ``state`` as the checkpoint of ``epoch``, synchronously."""
     self._manager.save(epoch, args=ocp.args.StandardSave(_to_saveable(state)),
                        force=True)
     self._manager.wait_until_finished()
 
-  def restore(self, epoch: int, template: TrainState) -> TrainState:
-    """Reads the checkpoint of ``epoch`` into ``template``'s structure."""
+  def restore(self, epoch: int, template):
+    """Reads the checkpoint of ``epoch`` into ``template``'s structure,
+    shapes, dtypes and shardings."""
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                           _to_saveable(template))
     saved = self._manager.restore(epoch,
                                   args=ocp.args.StandardRestore(target))
-    return TrainState(step=saved["step"], params=saved["params"],
-                      opt_state=saved["opt_state"],
-                      key=jax.random.wrap_key_data(saved["key"]))
+    return _from_saved(saved, template)
 
   def close(self) -> None:
     self._manager.close()
 
 
-def _to_saveable(state: TrainState) -> dict:
-  # Typed PRNG keys are stored as their raw uint32 data.
-  return dict(step=state.step, params=state.params, opt_state=state.opt_state,
-              key=jax.random.key_data(state.key))
+def _is_namedtuple(x) -> bool:
+  return isinstance(x, tuple) and hasattr(x, "_fields")
+
+
+def _is_key(x) -> bool:
+  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(
+      x.dtype, jax.dtypes.prng_key)
+
+
+def _to_saveable(state):
+  # NamedTuples become dicts of their fields, typed PRNG keys raw uint32 data.
+  if _is_namedtuple(state):
+    return {f: _to_saveable(getattr(state, f)) for f in state._fields}
+  return jax.random.key_data(state) if _is_key(state) else state
+
+
+def _from_saved(saved, template):
+  if _is_namedtuple(template):
+    return type(template)(**{f: _from_saved(saved[f], getattr(template, f))
+                             for f in template._fields})
+  return jax.random.wrap_key_data(saved) if _is_key(template) else saved
 
 
 def write_text(path: str, text: str) -> None:

@@ -222,8 +222,27 @@ def active_units(means: Array, threshold: float = 0.01) -> tuple[int, np.ndarray
   return int(np.sum(variance > threshold)), variance
 
 
-def _evaluate_batch(encode, log_likelihood, x, key, first_row, *, num_samples,
-                    chunk_size):
+def evaluate_batch(encode: Encoder, log_likelihood: LogLikelihood, x: Array,
+                   key: Array, first_row: Array, *, num_samples: int,
+                   chunk_size: int) -> dict[str, Array]:
+  """Per-example terms of one batch: the traced core of :func:`evaluate`.
+
+  Pure and jittable (``num_samples`` and ``chunk_size`` static); vmap it over
+  models to evaluate many at once (as a sweep does).
+
+  Args:
+    encode, log_likelihood: as in :func:`evaluate`.
+    x: a batch ``[B, ...]``.
+    key: PRNG key of the whole evaluation.
+    first_row: uint32 index of ``x[0]`` in the evaluation set (the noise of
+      row r depends on its global index, not on the batching).
+    num_samples, chunk_size: as in :func:`evaluate`.
+
+  Returns:
+    ``"elbo"``, ``"rate"``, ``"distortion"``, ``"log_px"`` (IWAE_K), each
+    ``[B]`` in nats, and ``"mean"`` and ``"kl_per_dim"``, each ``[B, L]``:
+    the inputs of :func:`summarize`.
+  """
   mean, log_variance = _encode(encode, x)
   # Global row indices, so the noise does not depend on batch_size.
   row_keys = _row_keys(key, first_row + _all_rows(x))
@@ -278,7 +297,7 @@ def evaluate(encode: Encoder, log_likelihood: LogLikelihood, images, key: Array,
   batch_size = min(_positive_int("batch_size", batch_size), num_examples)
 
   batch_fn = jax.jit(functools.partial(
-      _evaluate_batch, encode, log_likelihood, num_samples=num_samples,
+      evaluate_batch, encode, log_likelihood, num_samples=num_samples,
       chunk_size=chunk_size))
   outputs = []
   for start in tqdm.trange(0, num_examples, batch_size, disable=not progress,
@@ -289,12 +308,14 @@ def evaluate(encode: Encoder, log_likelihood: LogLikelihood, images, key: Array,
   per_example = {
       name: np.concatenate([o[name] for o in outputs])[:num_examples]
       for name in outputs[0]}
-  return _summary(per_example, num_samples, num_dims, bits_offset_nats_per_dim)
+  return summarize(per_example, num_samples, num_dims, bits_offset_nats_per_dim)
 
 
-def _summary(per_example: dict[str, np.ndarray], num_samples: int,
-             num_dims: int, bits_offset_nats_per_dim: float) -> dict:
-  """Means over examples, in float64 on the host, as plain Python values."""
+def summarize(per_example: dict[str, np.ndarray], num_samples: int,
+              num_dims: int, bits_offset_nats_per_dim: float) -> dict:
+  """Means over examples, in float64 on the host, as plain Python values:
+  the dict :func:`evaluate` returns, from the concatenated outputs of
+  :func:`evaluate_batch` (each ``[N, ...]``)."""
   per_example = {k: v.astype(np.float64) for k, v in per_example.items()}
   nll = -float(np.mean(per_example["log_px"]))
   count, variance = active_units(per_example["mean"])

@@ -139,21 +139,33 @@ def epoch_batches(key: Array, num_examples: int, batch_size: int) -> Array:
   return perm[:steps * batch_size].reshape(steps, batch_size)
 
 
-def epoch_inputs(key: Array, raw_train: Array, *, batch_size: int,
-                 protocol: str, levels: int):
-  """What one epoch draws from the state's key: the next key, the epoch's
-  images in [0, 1] (binarized or dequantized anew), the batch indices
-  ``[S, batch_size]`` and one key per step ``[S]``."""
-  next_key, order_key, data_key, step_key = jax.random.split(key, 4)
-  x = data.to_unit_interval(data_key, raw_train, protocol, levels)
-  batches = epoch_batches(order_key, raw_train.shape[0], batch_size)
-  return next_key, x, batches, jax.random.split(step_key, batches.shape[0])
+def epoch_inputs(key: Array, num_examples: int, batch_size: int):
+  """What one epoch draws from the state's key: the next key, the batch
+  indices ``[S, batch_size]`` and one key per step ``[S]`` (each step splits
+  its key into the batch's binarization or dequantization noise and the
+  reparameterisation noise, see :func:`batch_inputs`)."""
+  next_key, order_key, step_key = jax.random.split(key, 3)
+  batches = epoch_batches(order_key, num_examples, batch_size)
+  return next_key, batches, jax.random.split(step_key, batches.shape[0])
+
+
+def batch_inputs(raw_train: Array, idx: Array, key: Array, *, protocol: str,
+                 levels: int) -> tuple[Array, Array]:
+  """One step's images in [0, 1] (binarized or dequantized anew from the raw
+  levels ``raw_train[idx]``) and its reparameterisation key.
+
+  Drawing the data noise per batch keeps memory at O(batch) per run, so a
+  sweep of K runs holds K batches, not K copies of the training set.
+  """
+  data_key, noise_key = jax.random.split(key)
+  return data.to_unit_interval(data_key, raw_train[idx], protocol,
+                               levels), noise_key
 
 
 def train_epoch(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
                 state: TrainState, raw_train: Array, hparams: dict, *,
-                batch_size: int, protocol: str, levels: int
-                ) -> tuple[TrainState, dict]:
+                batch_size: int, protocol: str, levels: int,
+                active: Array | bool = True) -> tuple[TrainState, dict]:
   """One pass over the training set inside one program (``lax.scan``).
 
   Args:
@@ -162,25 +174,29 @@ def train_epoch(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
     raw_train: ``[N, H, W, C]`` uint8 levels, on the device.
     hparams: from :func:`hyperparameters`.
     batch_size, protocol, levels: static.
+    active: a boolean scalar (may be traced); False makes every step a
+      no-op, as if the epoch had started with a non-finite step (a sweep
+      passes False for members that diverged earlier).
 
   Returns:
     The new state and per-step metrics, each ``[S]``. If a step was not
     finite, it and every later step of the epoch leave the state unchanged;
     ``metrics['finite']`` is then False from that step on.
   """
-  next_key, x, batches, step_keys = epoch_inputs(
-      state.key, raw_train, batch_size=batch_size, protocol=protocol,
-      levels=levels)
+  next_key, batches, step_keys = epoch_inputs(state.key, raw_train.shape[0],
+                                              batch_size)
 
   def body(carry, inputs):
     st, ok = carry
     idx, key = inputs
-    new, metrics = _update(graphdef, optimizer, st, x[idx], key, hparams)
+    x, noise_key = batch_inputs(raw_train, idx, key, protocol=protocol,
+                                levels=levels)
+    new, metrics = _update(graphdef, optimizer, st, x, noise_key, hparams)
     ok = ok & metrics["finite"]
     return (_keep_if(ok, new, st), ok), dict(metrics, finite=ok)
 
-  (state, _), metrics = jax.lax.scan(body, (state, jnp.array(True)),
-                                     (batches, step_keys))
+  (state, _), metrics = jax.lax.scan(
+      body, (state, jnp.asarray(active, jnp.bool_)), (batches, step_keys))
   return state._replace(key=next_key), metrics
 
 
@@ -203,12 +219,13 @@ def train_epoch_stepwise(step_fn: Callable, state: TrainState,
   """The same epoch as :func:`train_epoch` (same data, order and keys), one
   jitted ``step_fn = jax.jit(partial(train_step, graphdef, optimizer))`` call
   per batch from Python: the slower path, for debugging and for checking."""
-  next_key, x, batches, step_keys = epoch_inputs(
-      state.key, raw_train, batch_size=batch_size, protocol=protocol,
-      levels=levels)
+  next_key, batches, step_keys = epoch_inputs(state.key, raw_train.shape[0],
+                                              batch_size)
   history, ok = [], True
   for idx, key in zip(batches, step_keys):
-    new, metrics = step_fn(state, x[idx], key, hparams)
+    x, noise_key = batch_inputs(raw_train, idx, key, protocol=protocol,
+                                levels=levels)
+    new, metrics = step_fn(state, x, noise_key, hparams)
     ok = ok and bool(metrics["finite"])
     state = new if ok else state
     history.append(dict(metrics, finite=ok))

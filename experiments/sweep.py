@@ -1,0 +1,93 @@
+"""Train a sweep of VAEs as one program per group: ``python -m experiments.sweep``.
+
+  python -m experiments.sweep --workdir=runs/sweep
+  python -m experiments.sweep --config=experiments/configs/sweep.py:digits \\
+      --config.axes.beta='(0.5, 1.0, 2.0)' --workdir=runs/sweep-digits
+
+Members are sharded over every device JAX sees (for N CPU devices:
+XLA_FLAGS=--xla_force_host_platform_device_count=N). On several hosts, start
+the same command on each with --coordinator_address=HOST:PORT,
+--num_processes and --process_id, or --distributed alone where JAX detects the
+cluster (Cloud TPU, SLURM, Open MPI, Kubernetes JobSets); see the README.
+Re-running the command resumes.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from experiments import cli
+from vae_jax import config
+from vae_jax import data
+from vae_jax import sweep_experiment
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/configs/sweep.py", "Sweep config (a .py file).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/sweep",
+                               "Where outputs and checkpoints go.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", cli.default_cache_dir(),
+    "JAX persistent compilation cache folder ('' = off).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "Call jax.distributed.initialize() and let JAX detect the cluster.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "",
+    "HOST:PORT of process 0; with --num_processes and --process_id starts "
+    "JAX's multi-process runtime.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "This process's index, 0..num_processes-1.")
+
+
+def initialize_distributed() -> None:
+  """Starts jax.distributed from the flags (before any other JAX call)."""
+  if _COORDINATOR.value:
+    if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
+      raise app.UsageError("--coordinator_address needs --num_processes and "
+                           "--process_id")
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  elif _DISTRIBUTED.value:
+    jax.distributed.initialize()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  if _CACHE.value:
+    cli.enable_compilation_cache(_CACHE.value)
+  initialize_distributed()
+  try:
+    rows = sweep_experiment.run(_CONFIG.value, _WORKDIR.value)
+  except (config.ConfigError, data.DataError,
+          data.DataUnavailableError) as e:
+    sys.exit(f"error: {e}")
+  if jax.process_index() != 0:
+    return
+  workdir = os.path.abspath(_WORKDIR.value)
+  print(f"\n{len(rows)} members on {jax.device_count()} device(s) in "
+        f"{jax.process_count()} process(es). Outputs in {workdir}:")
+  for name in ("results.csv", "results.json", "figures/", "groups/"):
+    print(f"  {os.path.join(workdir, name)}")
+  print(f"{'member':>6} {'beta':>7} {'sigma2':>7} {'seed':>4} {'rate':>8} "
+        f"{'distortion':>10} {'sse':>8} {'nll':>9} {'units':>5} diverged")
+  for r in rows:
+    sse = "" if r["test_sse"] is None else f"{r['test_sse']:.3f}"
+    s2 = "" if r["sigma2"] is None else f"{r['sigma2']:g}"
+    print(f"{r['member']:>6} {r['beta']:>7g} {s2:>7} {r['seed']:>4} "
+          f"{r['test_rate']:>8.3f} {r['test_distortion']:>10.3f} {sse:>8} "
+          f"{r['test_nll']:>9.3f} {r['active_units']:>5} {r['diverged']}")
+
+
+if __name__ == "__main__":
+  app.run(main)
