@@ -5,6 +5,9 @@ import hypothesis
 
 # Tests pass explicit dtypes; x64 only makes float64 available to them.
 jax.config.update("jax_enable_x64", True)
+# Eight CPU devices for the sharded-sweep tests (before any JAX op); code that
+# does not shard uses the first, as on a one-device machine.
+jax.config.update("jax_num_cpu_devices", 8)
 
 hypothesis.settings.register_profile(
     "vae_jax", max_examples=40, deadline=None, derandomize=True,

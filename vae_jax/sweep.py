@@ -101,7 +101,8 @@ def members(config: ml_collections.ConfigDict
             ) -> list[ml_collections.ConfigDict]:
   """The training configs of a sweep, in a fixed order.
 
-  ``grid``: every combination of the axes (the last axis varies fastest);
+  ``grid``: every combination of the axes, taken in alphabetical order (as
+  a ConfigDict lists its keys; the last varies fastest);
   ``zip``: the i-th value of every axis (length-1 axes broadcast). sigma2
   only matters to a Gaussian decoder, so members with another likelihood
   keep the base sigma2 and duplicates are removed.

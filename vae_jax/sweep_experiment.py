@@ -179,7 +179,9 @@ def _run_group(config, g, indices, member_configs, mesh, group_dir, writer):
                seed=cfg.seed, free_bits=cfg.free_bits,
                kl_warmup_epochs=cfg.kl_warmup_epochs)
     row.update({key: _plain(cfg[key]) for key in config.axes.keys()})
-    row.update(results[m])
+    # A diverged member's frozen state is reported as diverged, not scored.
+    row.update({key: None if diverged[m] > 0 or _nonfinite(value) else value
+                for key, value in results[m].items()})
     row.update(diverged=bool(diverged[m] > 0),
                diverged_step=int(diverged[m]) or None,
                epochs=first.num_epochs, steps=int(steps[m]), group_members=k,
@@ -189,6 +191,10 @@ def _run_group(config, g, indices, member_configs, mesh, group_dir, writer):
                    / max(sum(r["seconds"] for r in records), 1e-9)))
     rows.append(row)
   return rows
+
+
+def _nonfinite(value) -> bool:
+  return isinstance(value, float) and not math.isfinite(value)
 
 
 def _plain(value):

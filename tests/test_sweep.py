@@ -1,0 +1,386 @@
+"""Sweeps: members and groups, vmapped == one by one, sharded == unsharded,
+divergence masking, resume, the sigma^2-beta equivalence, and two processes
+under jax.distributed == one process.
+
+conftest gives this process 8 CPU devices; the multi-process test starts its
+own processes.
+"""
+
+import csv
+import functools
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments.configs import sweep as sweep_configs
+from vae_jax import checkpoints
+from vae_jax import config as config_lib
+from vae_jax import data
+from vae_jax import experiment
+from vae_jax import sweep
+from vae_jax import sweep_experiment
+from vae_jax import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING = ("train_seconds", "eval_seconds", "examples_per_second")
+
+
+def tiny_sweep(axes: dict, mode: str = "grid", **base) -> ml_collections.ConfigDict:
+  """A sweep of small Gaussian VAEs on the 8x8 digits' grey levels."""
+  c = sweep_configs.get_config("digits")
+  c.base.update(dict(hidden_sizes=(32,), latent_dim=4, batch_size=100,
+                     num_epochs=3, checkpoint_every=1, nll_samples=16,
+                     nll_chunk_size=8, eval_batch_size=128,
+                     progress_bar=False))
+  c.base.update(base)
+  c.mode = mode
+  c.axes = ml_collections.ConfigDict(axes)
+  return c
+
+
+def _without_timing(rows):
+  return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def _assert_rows_close(a, b, rtol):
+  assert len(a) == len(b)
+  for ra, rb in zip(_without_timing(a), _without_timing(b)):
+    assert ra.keys() == rb.keys()
+    for key in ra:
+      if isinstance(ra[key], float):
+        np.testing.assert_allclose(ra[key], rb[key], rtol=rtol, err_msg=key)
+      elif key != "kl_per_dim":
+        assert ra[key] == rb[key], key
+
+
+# --------------------------------------------------------------------------
+# Members and groups.
+
+def test_grid_zip_dedupe_and_groups():
+  c = tiny_sweep(dict(beta=(0.5, 1.0), sigma2=(0.1, 0.2, 0.4)))
+  members = sweep.members(c)
+  assert [(m.beta, m.sigma2) for m in members] == [
+      (b, s) for b in (0.5, 1.0) for s in (0.1, 0.2, 0.4)]
+  assert sweep.groups(members) == [list(range(6))]   # one program
+  # sigma2 means nothing to a Bernoulli decoder: its copies collapse.
+  c = tiny_sweep(dict(likelihood=("gaussian", "bernoulli"),
+                      sigma2=(0.1, 0.2)), protocol="dynamic")
+  members = sweep.members(c)
+  assert [(m.likelihood, m.sigma2) for m in members] == [
+      ("gaussian", 0.1), ("gaussian", 0.2), ("bernoulli", c.base.sigma2)]
+  assert sweep.groups(members) == [[0, 1], [2]]
+  c = tiny_sweep(dict(beta=(0.5, 1.0, 2.0), seed=(7,)), mode="zip")
+  assert [(m.beta, m.seed) for m in sweep.members(c)] == [
+      (0.5, 7), (1.0, 7), (2.0, 7)]
+  assert sweep.padded_size(12, 8) == 16 and sweep.padded_size(8, 8) == 8
+  assert sweep.padded_size(3, 1) == 3
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(axes=dict(betta=(1.0,))), "config.axes.betta is not a training"),
+    (dict(axes=dict(beta=())), "config.axes.beta must be a non-empty tuple"),
+    (dict(axes=dict(beta=(1.0, 2.0), seed=(0, 1, 2)), mode="zip"),
+     "mode 'zip' needs"),
+    (dict(mode="random"), "config.mode must be one of"),
+    (dict(axes=dict(beta=(1.0, -1.0))), r"sweep member 1 \(beta=-1.0\): "
+     r"config.beta must be a number >= 0"),
+])
+def test_bad_sweep_configs_are_named(change, message):
+  c = tiny_sweep(dict(beta=(1.0,)))
+  if "axes" in change:
+    c.axes = ml_collections.ConfigDict(change["axes"])
+  if "mode" in change:
+    c.mode = change["mode"]
+  with pytest.raises(config_lib.ConfigError, match=message):
+    sweep.validate(c)
+
+
+# --------------------------------------------------------------------------
+# The program: vmapped == one by one; sharded == unsharded.
+
+def _group(c):
+  members = sweep.members(c)
+  dataset = data.load(c.base.source, c.base.protocol)
+  steps = len(dataset.train) // c.base.batch_size
+  return members, dataset, steps
+
+
+def _train_sweep(c, mesh, epochs):
+  members, dataset, steps = _group(c)
+  k = len(members)
+  padded = members + [members[0]] * (sweep.padded_size(k, mesh.size) - k)
+  graphdef, optimizer, state, hparams = sweep.initial_sweep_state(
+      padded, dataset.image_shape, steps)
+  on_members = sweep.member_sharding(mesh)
+  state = sweep.place(state, on_members)
+  hparams = sweep.place(hparams, on_members)
+  raw = sweep.place(dataset.train, sweep.replicated(mesh))
+  epoch = sweep.make_sweep_epoch(graphdef, optimizer, mesh,
+                                 batch_size=c.base.batch_size,
+                                 protocol=dataset.protocol,
+                                 levels=dataset.levels)
+  for _ in range(epochs):
+    state, metrics = epoch(state, raw, hparams)
+  return jax.tree.map(lambda v: v[:k], sweep.gather((state, metrics))), state
+
+
+def test_vmapped_sweep_equals_members_one_by_one():
+  c = tiny_sweep(dict(beta=(0.5, 2.0), sigma2=(0.02, 0.1), seed=(0, 3)),
+                 mode="zip")
+  (state, metrics), _ = _train_sweep(c, sweep.make_mesh(jax.devices()[:1]), 2)
+  members, dataset, steps = _group(c)
+  raw = jax.device_put(dataset.train)
+  for m, member in enumerate(members):
+    _, graphdef, optimizer, _, single = experiment.initial_state(
+        member, dataset.image_shape, steps)
+    hparams = experiment.config_hyperparameters(member, steps)
+    epoch = jax.jit(functools.partial(
+        training.train_epoch, graphdef, optimizer, batch_size=100,
+        protocol=dataset.protocol, levels=dataset.levels))
+    for _ in range(2):
+      single, single_metrics = epoch(single, raw, hparams)
+    np.testing.assert_allclose(metrics["loss"][m], single_metrics["loss"],
+                               rtol=2e-5)
+    for a, b in zip(jax.tree.leaves(state.train.params),
+                    jax.tree.leaves(single.params)):
+      np.testing.assert_allclose(a[m], b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(state.train.key[m],
+                                  jax.random.key_data(single.key))
+  # The members really differ (different beta, sigma2 and seed).
+  assert not np.allclose(metrics["loss"][0], metrics["loss"][1])
+
+
+def test_sharded_sweep_equals_unsharded():
+  c = tiny_sweep(dict(beta=(0.25, 0.5, 1.0, 2.0, 4.0)))   # 5 -> padded to 8
+  (one, m1), _ = _train_sweep(c, sweep.make_mesh(jax.devices()[:1]), 2)
+  (eight, m8), placed = _train_sweep(c, sweep.make_mesh(), 2)
+  assert len(jax.devices()) == 8
+  leaf = jax.tree.leaves(placed.train.params)[0]
+  assert len(leaf.sharding.device_set) == 8 and leaf.shape[0] == 8
+  assert leaf.addressable_shards[0].data.shape[0] == 1   # one member each
+  np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+# --------------------------------------------------------------------------
+# Whole sweeps through the driver.
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+  # Member 1's sigma^2 is 1e-45: every loss is infinite, so it diverges at
+  # step 1; the others must finish as if it were not there.
+  c = tiny_sweep(dict(beta=(0.5, 1.0), sigma2=(0.05, 1e-45)))
+  workdir = str(tmp_path_factory.mktemp("sweep"))
+  return c, workdir, sweep_experiment.run(c, workdir)
+
+
+def test_sweep_writes_results_and_figures(finished_sweep):
+  c, workdir, rows = finished_sweep
+  assert [r["member"] for r in rows] == [0, 1, 2, 3]
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f) == json.loads(json.dumps(rows))
+  with open(os.path.join(workdir, "results.csv")) as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == 4
+  for row, line in zip(rows, table):
+    if row["diverged"]:
+      # Not scored: its test columns are empty.
+      assert row["test_nll"] is None and line["test_nll"] == ""
+      continue
+    for key in ("test_rate", "test_distortion", "test_elbo", "test_nll",
+                "beta", "sigma2"):
+      assert float(line[key]) == pytest.approx(row[key], rel=1e-12), key
+    assert line["diverged"] == str(row["diverged"])
+  good = [r for r in rows if not r["diverged"]]
+  for r in good:
+    # ELBO = -(rate + distortion); NLL <= -ELBO (to IWAE's noise); the
+    # squared error is what the Gaussian distortion is made of.
+    assert r["test_elbo"] == pytest.approx(
+        -(r["test_rate"] + r["test_distortion"]), rel=1e-6)  # f32 terms
+    assert r["test_nll"] <= -r["test_elbo"] + 0.5
+    d = 64
+    assert r["test_distortion"] == pytest.approx(
+        r["test_sse"] / (2 * r["sigma2"])
+        + d / 2 * np.log(2 * np.pi * r["sigma2"]), rel=1e-6)
+    assert r["bits_per_dim"] == pytest.approx(
+        (r["test_nll"] + d * np.log(17)) / (d * np.log(2)), rel=1e-9)
+  for name in ("rate_distortion", "heatmap_rate", "heatmap_sse"):
+    with Image.open(os.path.join(workdir, "figures", f"{name}.png")) as im:
+      assert im.size[0] > 100
+  records = [json.loads(l) for l in open(
+      os.path.join(workdir, "groups", "000", "metrics.jsonl"))]
+  assert [r["epoch"] for r in records] == [1, 2, 3]
+  assert all(r["members_alive"] == 2 for r in records)
+
+
+def test_a_diverged_member_is_frozen_and_the_rest_finish(finished_sweep,
+                                                         tmp_path):
+  _, _, rows = finished_sweep
+  assert [r["diverged"] for r in rows] == [False, True, False, True]
+  assert [r["diverged_step"] for r in rows] == [None, 1, None, 1]
+  assert rows[1]["steps"] == 0 and rows[0]["steps"] == 3 * 14
+  # The survivors equal a sweep without the diverged members.
+  alone = tiny_sweep(dict(beta=(0.5, 1.0), sigma2=(0.05,)))
+  clean = sweep_experiment.run(alone, str(tmp_path))
+  for r, ref in zip([rows[0], rows[2]], clean):
+    for key in ("test_rate", "test_distortion", "test_nll", "test_elbo"):
+      assert r[key] == pytest.approx(ref[key], rel=1e-5), key
+
+
+def test_members_equal_single_runs(finished_sweep, tmp_path):
+  # Member 2 (beta 1, sigma2 0.05) trained alone by experiment.py.
+  c, _, rows = finished_sweep
+  member = sweep.members(c)[2]
+  assert (member.beta, member.sigma2) == (1.0, 0.05)
+  summary = experiment.train_and_evaluate(member, str(tmp_path))
+  for key in ("rate", "distortion", "elbo", "nll"):
+    assert rows[2][f"test_{key}"] == pytest.approx(summary[f"test_{key}"],
+                                                   rel=1e-4), key
+  assert rows[2]["active_units"] == summary["active_units"]
+  assert rows[2]["bits_per_dim"] == pytest.approx(summary["bits_per_dim"],
+                                                  rel=1e-4)
+
+
+def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, monkeypatch):
+  c = tiny_sweep(dict(beta=(0.5, 2.0)), num_epochs=4)
+  reference = sweep_experiment.run(c, str(tmp_path / "whole"))
+  save = checkpoints.Checkpointer.save
+
+  def save_then_die(self, epoch, state):
+    save(self, epoch, state)
+    if epoch == 2:
+      raise KeyboardInterrupt("killed after the checkpoint of epoch 2")
+  monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_die)
+  workdir = str(tmp_path / "cut")
+  with pytest.raises(KeyboardInterrupt):
+    sweep_experiment.run(c, workdir)
+  monkeypatch.undo()
+  assert not os.path.exists(os.path.join(workdir, "results.csv"))
+  resumed = sweep_experiment.run(c, workdir)
+  assert _without_timing(resumed) == _without_timing(reference)
+  records = [json.loads(l) for l in open(
+      os.path.join(workdir, "groups", "000", "metrics.jsonl"))]
+  assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+  # A finished sweep is read back, not retrained; a changed axis is refused.
+  assert _without_timing(sweep_experiment.run(c, workdir)) == \
+      _without_timing(reference)
+  c.axes.beta = (0.5, 4.0)
+  with pytest.raises(config_lib.ConfigError, match="changed: axes"):
+    sweep_experiment.run(c, workdir)
+
+
+def test_groups_of_different_likelihoods_run_one_after_another(tmp_path):
+  c = tiny_sweep(dict(likelihood=("gaussian", "continuous_bernoulli"),
+                      beta=(0.5, 1.0)), num_epochs=1)
+  rows = sweep_experiment.run(c, str(tmp_path))
+  # Axes combine in alphabetical order (beta before likelihood).
+  assert [(r["likelihood"], r["beta"], r["group"]) for r in rows] == [
+      ("gaussian", 0.5, 0), ("continuous_bernoulli", 0.5, 1),
+      ("gaussian", 1.0, 0), ("continuous_bernoulli", 1.0, 1)]
+  assert rows[1]["sigma2"] is None and rows[1]["test_sse"] is None
+  assert all(np.isfinite(r["test_nll"]) for r in rows)
+
+
+def test_fitted_sigma2_matches_the_single_run_formula():
+  c = tiny_sweep(dict(seed=(0, 1)), sigma2_mode="optimal")
+  members, dataset, steps = _group(c)
+  mesh = sweep.make_mesh()
+  padded = members + [members[0]] * 6
+  graphdef, _, state, _ = sweep.initial_sweep_state(
+      padded, dataset.image_shape, steps)
+  params = sweep.place(state.train.params, sweep.member_sharding(mesh))
+  raw = jax.device_put(dataset.train)
+  fitted = sweep.fitted_sigma2(graphdef, mesh, params, raw, dataset,
+                               latent_dim=4, eval_seed=0, min_sigma2=1e-4,
+                               chunk=300)
+  for m, member in enumerate(members):
+    single = jax.tree.map(lambda p: p[m], state.train.params)
+    expected = experiment.eval_sigma2(member, graphdef, single, raw, dataset)
+    assert fitted[m] == pytest.approx(expected, rel=1e-5)
+  assert fitted[0] != pytest.approx(fitted[1], rel=1e-3)
+
+
+# --------------------------------------------------------------------------
+# The sigma^2-beta equivalence.
+
+def test_equal_sigma2_beta_members_end_at_the_same_rate_and_error(tmp_path):
+  # (1/(2 s)) SSE + b KL = [SSE + 2 s b KL] / (2 s): members with equal s*b
+  # minimise the same function up to the factor 1/(2 s), and Adam's step
+  # m / (sqrt(v) + eps) ignores that factor but for eps. With one seed they
+  # share init, data and noise, so they follow the same path up to eps and
+  # float rounding; members with a different s*b do not.
+  c = tiny_sweep(dict(beta=(0.25, 1.0), sigma2=(0.01, 0.04)), num_epochs=10)
+  rows = sweep_experiment.run(c, str(tmp_path))
+  by = {(r["beta"], r["sigma2"]): r for r in rows}
+  a, b = by[(0.25, 0.04)], by[(1.0, 0.01)]      # 2 s b = 0.02 for both
+  others = [by[(0.25, 0.01)], by[(1.0, 0.04)]]  # 0.005 and 0.08
+  for key in ("test_rate", "test_sse"):
+    gap = abs(a[key] - b[key])
+    spread = min(abs(a[key] - o[key]) for o in others)
+    # Measured (this CPU, 10 epochs, 140 steps): gap 3e-8 relative for both
+    # (float rounding of differently scaled gradients; eps = 1e-8 is 1e-6 of
+    # the gradients' size here), spread 1% (squared error) to 28% (rate).
+    # The bounds leave a factor of >= 1000 for other CPUs and XLA versions.
+    assert gap <= 1e-4 * abs(a[key]), (key, gap)
+    assert gap <= 1e-2 * spread, (key, gap, spread)
+  # Their distortions in nats differ (they are different likelihoods).
+  assert abs(a["test_distortion"] - b["test_distortion"]) > 10
+
+
+# --------------------------------------------------------------------------
+# Two processes under jax.distributed == one process.
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _sweep_cli(workdir, devices, *extra):
+  env = dict(os.environ, XLA_FLAGS=(
+      f"--xla_force_host_platform_device_count={devices}"),
+             JAX_PLATFORMS="cpu")
+  cmd = [sys.executable, "-m", "experiments.sweep",
+         "--config=experiments/configs/sweep.py:digits",
+         "--config.base.hidden_sizes=(32,)", "--config.base.latent_dim=4",
+         "--config.base.batch_size=100", "--config.base.num_epochs=2",
+         "--config.base.nll_samples=16", "--config.base.nll_chunk_size=8",
+         "--config.base.progress_bar=False",
+         "--config.axes.beta=(0.5, 1.0, 2.0)",
+         "--config.axes.sigma2=(0.05,)",
+         f"--workdir={workdir}", "--compilation_cache=", *extra]
+  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_processes_give_the_results_of_one(tmp_path):
+  one = _sweep_cli(tmp_path / "one", 4)
+  port = _free_port()
+  two = [_sweep_cli(tmp_path / "two", 2, f"--coordinator_address=localhost:"
+                    f"{port}", "--num_processes=2", f"--process_id={i}")
+         for i in range(2)]
+  outputs = []
+  try:
+    for p in [one] + two:
+      outputs.append(p.communicate(timeout=240)[0])
+  finally:
+    for p in [one] + two:
+      p.kill()
+  for p, out in zip([one] + two, outputs):
+    assert p.returncode == 0, out[-3000:]
+  assert "3 members on 4 device(s) in 2 process(es)" in outputs[1]
+  assert outputs[2].strip() == "" or "members on" not in outputs[2]
+  results = []
+  for name in ("one", "two"):
+    with open(tmp_path / name / "results.json") as f:
+      results.append(json.load(f))
+  _assert_rows_close(results[0], results[1], rtol=1e-5)
