@@ -280,14 +280,31 @@ def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, monkeypatch):
 
 def test_groups_of_different_likelihoods_run_one_after_another(tmp_path):
   c = tiny_sweep(dict(likelihood=("gaussian", "continuous_bernoulli"),
-                      beta=(0.5, 1.0)), num_epochs=1)
+                      beta=(0.5, 1.0), sigma2=(0.05,)), num_epochs=1)
   rows = sweep_experiment.run(c, str(tmp_path))
   # Axes combine in alphabetical order (beta before likelihood).
   assert [(r["likelihood"], r["beta"], r["group"]) for r in rows] == [
       ("gaussian", 0.5, 0), ("continuous_bernoulli", 0.5, 1),
       ("gaussian", 1.0, 0), ("continuous_bernoulli", 1.0, 1)]
   assert rows[1]["sigma2"] is None and rows[1]["test_sse"] is None
+  assert rows[0]["sigma2"] == 0.05
   assert all(np.isfinite(r["test_nll"]) for r in rows)
+
+
+def test_learned_sigma2_members_match_single_runs(tmp_path):
+  c = tiny_sweep(dict(beta=(0.5, 1.0)), sigma2_mode="learned", sigma2=0.1,
+                 num_epochs=2)
+  rows = sweep_experiment.run(c, str(tmp_path / "sweep"))
+  summary = experiment.train_and_evaluate(sweep.members(c)[1],
+                                          str(tmp_path / "single"))
+  assert rows[1]["eval_sigma2"] == pytest.approx(summary["eval_sigma2"],
+                                                 rel=1e-5)
+  assert rows[1]["eval_sigma2"] != pytest.approx(0.1, rel=1e-3)  # it moved
+  assert rows[1]["test_nll"] == pytest.approx(summary["test_nll"], rel=1e-4)
+  # The squared error behind the distortion, at the learned sigma^2.
+  s2 = rows[1]["eval_sigma2"]
+  assert rows[1]["test_distortion"] == pytest.approx(
+      rows[1]["test_sse"] / (2 * s2) + 32 * np.log(2 * np.pi * s2), rel=1e-5)
 
 
 def test_fitted_sigma2_matches_the_single_run_formula():

@@ -13,7 +13,9 @@ Input checks: wrong shapes and dtypes raise at trace time; out-of-domain values
 Training a VAE uses the submodules, imported by name (they pull in Flax, optax,
 orbax and matplotlib, which the losses do not need): ``models``, ``data``,
 ``training``, ``evaluation``, ``checkpoints``, ``logs``, ``plots``, ``config``
-and ``experiment`` (``train_and_evaluate(config, workdir)``).
+and ``experiment`` (``train_and_evaluate(config, workdir)``); sweeps of many
+VAEs in one program: ``sweep`` (members, groups, the vmapped and sharded
+epoch and evaluation) and ``sweep_experiment`` (``run(config, workdir)``).
 """
 
 from vae_jax.checks import checked

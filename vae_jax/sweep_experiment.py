@@ -21,6 +21,7 @@ import math
 import os
 import time
 
+from flax import nnx
 import jax
 import ml_collections
 import numpy as np
@@ -178,7 +179,8 @@ def _run_group(config, g, indices, member_configs, mesh, group_dir, writer):
                sigma2=cfg.sigma2 if cfg.likelihood == "gaussian" else None,
                seed=cfg.seed, free_bits=cfg.free_bits,
                kl_warmup_epochs=cfg.kl_warmup_epochs)
-    row.update({key: _plain(cfg[key]) for key in config.axes.keys()})
+    row.update({key: _plain(cfg[key]) for key in config.axes.keys()
+                if key not in row})
     # A diverged member's frozen state is reported as diverged, not scored.
     row.update({key: None if diverged[m] > 0 or _nonfinite(value) else value
                 for key, value in results[m].items()})
@@ -239,7 +241,8 @@ def _evaluate(configs, padded, graphdef, mesh, state, raw_train, dataset):
   per_example = {name: np.concatenate([o[name] for o in outputs], axis=1)[:, :n]
                  for name in outputs[0]}
   offset = experiment.bits_per_dim_offset(first, dataset)
-  learned = _learned_sigma2(graphdef, params) if sigma2 is None else None
+  learned = (_learned_sigma2(graphdef, params) if sigma2 is None
+             and first.likelihood == "gaussian" else None)
   results = []
   for m in range(len(configs)):
     summary = evaluation.summarize({k: v[m] for k, v in per_example.items()},
@@ -259,17 +262,12 @@ def _evaluate(configs, padded, graphdef, mesh, state, raw_train, dataset):
 
 
 def _learned_sigma2(graphdef, params):
-  """The mean learned sigma^2 of each member ``[K]``, or None."""
-  from flax import nnx
-  model = nnx.merge(graphdef, jax.tree.map(lambda p: p[0], sweep.gather(
-      params)))
-  if model.likelihood != "gaussian":
-    return None
+  """Each member's learned sigma^2 (its mean, for per-pixel ones) ``[K]``."""
   values = sweep.gather(params)
-  return np.array([
-      float(np.mean(nnx.merge(graphdef, jax.tree.map(lambda p: p[m], values))
-                    .learned_sigma2()))
-      for m in range(len(jax.tree.leaves(values)[0]))])
+  k = len(jax.tree.leaves(values)[0])
+  vaes = [nnx.merge(graphdef, jax.tree.map(lambda p, m=m: p[m], values))
+          for m in range(k)]
+  return np.array([float(np.mean(vae.learned_sigma2())) for vae in vaes])
 
 
 def _sse(distortion, sigma2, cfg, num_dims):

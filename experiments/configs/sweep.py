@@ -5,7 +5,9 @@ Twelve members (4 beta x 3 sigma^2, one seed) train as one compiled program.
 ``experiments/configs`` (default: ``default``), chosen on the command line as
 ``--config=experiments/configs/sweep.py:digits``. Override any key:
 ``--config.base.num_epochs=50``, ``--config.axes.beta='(0.5, 1.0)'``,
-``--config.axes.seed='(0, 1, 2)'``. Axes may name any training key; those in
+``--config.axes.seed='(0, 1, 2)'`` (the four axes here can be overridden so;
+a sweep over other keys needs its own config file). Axes may name any
+training key; those in
 ``vae_jax.sweep.VMAPPED`` (beta, sigma2, free_bits, kl_warmup_epochs, seed)
 share one program, others (likelihood, latent_dim, learning_rate, ...) split
 the sweep into groups that run one after another.
@@ -36,4 +38,5 @@ def get_config(base: str = "default") -> ml_collections.ConfigDict:
   c.axes.beta = (0.25, 0.5, 1.0, 2.0)
   c.axes.sigma2 = (0.01, 0.04, 0.16)
   c.axes.seed = (0,)
+  c.axes.likelihood = ("gaussian",)
   return c
