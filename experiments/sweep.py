@@ -79,16 +79,7 @@ def main(argv):
         f"{jax.process_count()} process(es). Outputs in {workdir}:")
   for name in ("results.csv", "results.json", "figures/", "groups/"):
     print(f"  {os.path.join(workdir, name)}")
-  print(f"{'member':>6} {'likelihood':>20} {'beta':>7} {'sigma2':>7} "
-        f"{'seed':>4} {'rate':>8} "
-        f"{'distortion':>10} {'sse':>8} {'nll':>9} {'units':>5} diverged")
-  for r in rows:
-    sse = "" if r["test_sse"] is None else f"{r['test_sse']:.3f}"
-    s2 = "" if r["sigma2"] is None else f"{r['sigma2']:g}"
-    print(f"{r['member']:>6} {r['likelihood']:>20} {r['beta']:>7g} {s2:>7} "
-          f"{r['seed']:>4} "
-          f"{r['test_rate']:>8.3f} {r['test_distortion']:>10.3f} {sse:>8} "
-          f"{r['test_nll']:>9.3f} {r['active_units']:>5} {r['diverged']}")
+  print(sweep_experiment.format_table(rows))
 
 
 if __name__ == "__main__":

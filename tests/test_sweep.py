@@ -401,3 +401,12 @@ def test_two_processes_give_the_results_of_one(tmp_path):
     with open(tmp_path / name / "results.json") as f:
       results.append(json.load(f))
   _assert_rows_close(results[0], results[1], rtol=1e-5)
+
+
+def test_cli_table_leaves_diverged_cells_empty(finished_sweep):
+  lines = sweep_experiment.format_table(finished_sweep[2]).splitlines()
+  assert lines[0].split() == ["member", "likelihood", "beta", "sigma2", "seed",
+                              "rate", "distortion", "sse", "nll", "units",
+                              "diverged"]
+  assert lines[2].split() == ["1", "gaussian", "0.5", "1e-45", "0", "True"]
+  assert len(lines[1].split()) == 11

@@ -299,6 +299,23 @@ def write_results(workdir: str, rows: list[dict], axes: list[str]) -> None:
   figures(os.path.join(workdir, "figures"), rows)
 
 
+def format_table(rows: list[dict]) -> str:
+  """The results as a text table; empty cells where a value is None (a
+  diverged member's test numbers, a non-Gaussian member's sigma^2)."""
+  columns = (("member", "member", "d"), ("likelihood", "likelihood", "s"),
+             ("beta", "beta", "g"), ("sigma2", "sigma2", "g"),
+             ("seed", "seed", "d"), ("rate", "test_rate", ".3f"),
+             ("distortion", "test_distortion", ".3f"),
+             ("sse", "test_sse", ".3f"), ("nll", "test_nll", ".3f"),
+             ("units", "active_units", "d"), ("diverged", "diverged", ""))
+  cells = [[name for name, _, _ in columns]]
+  for r in rows:
+    cells.append(["" if r[key] is None else format(r[key], spec)
+                  for _, key, spec in columns])
+  widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+  return "\n".join(" ".join(c.rjust(w) for c, w in zip(row, widths))
+                   for row in cells)
+
 def figures(directory: str, rows: list[dict]) -> None:
   """The rate-distortion plane of all members and, where the sweep has
   Gaussian members with a fixed sigma^2, the beta x sigma^2 heatmaps of rate
