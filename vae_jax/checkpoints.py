@@ -65,7 +65,8 @@ def _is_namedtuple(x) -> bool:
   return isinstance(x, tuple) and hasattr(x, "_fields")
 
 
-def _is_key(x) -> bool:
+def is_prng_key(x) -> bool:
+  """Whether ``x`` is a typed PRNG key array (``jax.random.key``)."""
   return isinstance(x, jax.Array) and jax.dtypes.issubdtype(
       x.dtype, jax.dtypes.prng_key)
 
@@ -74,14 +75,14 @@ def _to_saveable(state):
   # NamedTuples become dicts of their fields, typed PRNG keys raw uint32 data.
   if _is_namedtuple(state):
     return {f: _to_saveable(getattr(state, f)) for f in state._fields}
-  return jax.random.key_data(state) if _is_key(state) else state
+  return jax.random.key_data(state) if is_prng_key(state) else state
 
 
 def _from_saved(saved, template):
   if _is_namedtuple(template):
     return type(template)(**{f: _from_saved(saved[f], getattr(template, f))
                              for f in template._fields})
-  return jax.random.wrap_key_data(saved) if _is_key(template) else saved
+  return jax.random.wrap_key_data(saved) if is_prng_key(template) else saved
 
 
 def write_text(path: str, text: str) -> None:

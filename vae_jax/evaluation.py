@@ -300,15 +300,23 @@ def evaluate(encode: Encoder, log_likelihood: LogLikelihood, images, key: Array,
       evaluate_batch, encode, log_likelihood, num_samples=num_samples,
       chunk_size=chunk_size))
   outputs = []
+  padded = padded_rows(images, batch_size)
   for start in tqdm.trange(0, num_examples, batch_size, disable=not progress,
                            desc="evaluate", unit="batch"):
-    rows = np.minimum(np.arange(start, start + batch_size), num_examples - 1)
     # Fetched per batch so that the progress bar tracks finished work.
-    outputs.append(jax.device_get(batch_fn(images[rows], key, np.uint32(start))))
+    outputs.append(jax.device_get(batch_fn(
+        padded[start:start + batch_size], key, np.uint32(start))))
   per_example = {
       name: np.concatenate([o[name] for o in outputs])[:num_examples]
       for name in outputs[0]}
   return summarize(per_example, num_samples, num_dims, bits_offset_nats_per_dim)
+
+
+def padded_rows(values, batch_size: int):
+  """``values`` ``[N, ...]`` with copies of its last row appended up to a
+  multiple of ``batch_size``: how :func:`evaluate` fills its last batch."""
+  n = len(values)
+  return values[np.minimum(np.arange(-(-n // batch_size) * batch_size), n - 1)]
 
 
 def summarize(per_example: dict[str, np.ndarray], num_samples: int,

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vae_jax import checkpoints
 from vae_jax import config as config_lib
 from vae_jax import data
 from vae_jax import evaluation
@@ -169,17 +170,12 @@ def replicated(mesh) -> jax.sharding.NamedSharding:
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
 
-def _is_key(x) -> bool:
-  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(
-      x.dtype, jax.dtypes.prng_key)
-
-
 def place(tree, sharding):
   """Host values (the same on every process) -> global arrays laid out by
   ``sharding``; each process builds only its own shards. Typed PRNG keys
   stay typed."""
   def one(leaf):
-    if _is_key(leaf):
+    if checkpoints.is_prng_key(leaf):
       return jax.random.wrap_key_data(place(jax.random.key_data(leaf),
                                             sharding))
     host = np.asarray(leaf)
@@ -192,7 +188,7 @@ def gather(tree):
   """Global arrays -> NumPy arrays of their full values, on every process
   (a collective under ``jax.distributed``: all processes must call it)."""
   def one(leaf):
-    if _is_key(leaf):
+    if checkpoints.is_prng_key(leaf):
       leaf = jax.random.key_data(leaf)
     if leaf.is_fully_addressable:
       return np.asarray(leaf)
@@ -328,14 +324,6 @@ def make_train_sse(graphdef, mesh, *, chunk: int):
                  out_shardings=on_members)
 
 
-def padded_rows(values: np.ndarray, batch_size: int) -> np.ndarray:
-  """``values`` with copies of its last row appended up to a multiple of
-  ``batch_size`` (as :func:`evaluation.evaluate` pads its last batch)."""
-  n = len(values)
-  rows = np.minimum(np.arange(-(-n // batch_size) * batch_size), n - 1)
-  return values[rows]
-
-
 def fitted_sigma2(graphdef, mesh, params, raw_train, dataset: data.Dataset, *,
                   latent_dim: int, eval_seed: int, min_sigma2: float,
                   chunk: int = 500) -> np.ndarray:
@@ -349,8 +337,8 @@ def fitted_sigma2(graphdef, mesh, params, raw_train, dataset: data.Dataset, *,
   eps = np.asarray(jax.random.normal(noise_key, (n, latent_dim), jnp.float32))
   chunk = min(chunk, n)
   same = replicated(mesh)
-  images_g = place(padded_rows(images, chunk), same)
-  eps_g = place(padded_rows(eps, chunk), same)
+  images_g = place(evaluation.padded_rows(images, chunk), same)
+  eps_g = place(evaluation.padded_rows(eps, chunk), same)
   fn = make_train_sse(graphdef, mesh, chunk=chunk)
   rows = [gather(fn(params, images_g, eps_g, place(np.uint32(s), same)))
           for s in range(0, n, chunk)]

@@ -229,7 +229,7 @@ def _evaluate(configs, padded, graphdef, mesh, state, raw_train, dataset):
   evaluate = sweep.make_evaluator(graphdef, mesh, num_samples=samples,
                                   chunk_size=min(first.nll_chunk_size, samples),
                                   batch_size=batch)
-  images_g = sweep.place(sweep.padded_rows(images, batch), same)
+  images_g = sweep.place(evaluation.padded_rows(images, batch), same)
   keys_g = sweep.place(keys, on_members)
   outputs = []
   for start in tqdm.trange(0, n, batch, desc="evaluate", unit="batch",
