@@ -274,7 +274,7 @@ def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, monkeypatch):
   assert _without_timing(sweep_experiment.run(c, workdir)) == \
       _without_timing(reference)
   c.axes.beta = (0.5, 4.0)
-  with pytest.raises(config_lib.ConfigError, match="changed: axes"):
+  with pytest.raises(config_lib.ConfigError, match=r"sweep with a different config \(axes: saved \{'beta': \[0.5, 2.0\]\}, now \{'beta': \(0.5, 4.0\)\}\)"):
     sweep_experiment.run(c, workdir)
 
 

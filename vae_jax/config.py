@@ -5,6 +5,10 @@ Every error names the key, the value and what was expected. Keys are those of
 one is refused.
 """
 
+from collections.abc import Callable
+import json
+import os
+
 import ml_collections
 
 from vae_jax import data
@@ -103,3 +107,32 @@ def resume_conflicts(saved: dict, config: dict) -> list[str]:
 
 def _plain(v):
   return list(v) if isinstance(v, tuple) else v
+
+
+def check_resumable(workdir: str, config: dict,
+                    conflicts: Callable[[dict, dict], list[str]] = (
+                        resume_conflicts), what: str = "run") -> None:
+  """Refuses to resume ``workdir`` if its ``config.json`` differs from
+  ``config`` in keys that ``conflicts(saved, config)`` names (dotted paths
+  such as ``"base.beta"`` for nested configs); no-op for a new workdir.
+
+  Raises:
+    ConfigError naming each key with its saved and its new value.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  if keys := conflicts(saved, config):
+    details = ", ".join(f"{k}: saved {_lookup(saved, k)!r}, now "
+                        f"{_lookup(config, k)!r}" for k in keys)
+    raise ConfigError(
+        f"{workdir} holds a {what} with a different config ({details}); "
+        "resume with the same values or use a new workdir")
+
+
+def _lookup(tree: dict, dotted: str):
+  for part in dotted.split("."):
+    tree = tree.get(part) if isinstance(tree, dict) else None
+  return tree

@@ -10,7 +10,6 @@ inside the checkpointed state.
 """
 
 import functools
-import json
 import math
 import os
 import platform
@@ -127,7 +126,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, checkpoints, evaluates and plots; returns the summary dict."""
   config_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
-  _check_resumable(config, workdir)
+  config_lib.check_resumable(workdir, config.to_dict())
   checkpoints.write_json(os.path.join(workdir, "config.json"),
                          config.to_dict())
 
@@ -164,20 +163,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   _figures(config, model, graphdef, state.params, test_images, summary,
            log.records, os.path.join(workdir, "figures"), eval_key)
   return summary
-
-
-def _check_resumable(config, workdir):
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    saved = json.load(f)
-  if conflicts := config_lib.resume_conflicts(saved, config.to_dict()):
-    details = ", ".join(f"{k}: saved {saved.get(k)!r}, now {config[k]!r}"
-                        for k in conflicts)
-    raise config_lib.ConfigError(
-        f"{workdir} holds a run with a different config ({details}); resume "
-        "with the same values or use a new workdir")
 
 
 def _train(config, dataset, graphdef, optimizer, state, hparams, raw_train,

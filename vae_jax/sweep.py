@@ -22,6 +22,7 @@ state and marked dead in :class:`SweepState`; the others go on.
 """
 
 import itertools
+import json
 from typing import Any, NamedTuple
 
 from flax import nnx
@@ -128,6 +129,20 @@ def members(config: ml_collections.ConfigDict
       seen.add(fingerprint)
       out.append(member)
   return out
+
+
+def resume_conflicts(saved: dict, config: dict) -> list[str]:
+  """What a resumed sweep may not change: its axes, its mode, and the base
+  keys :func:`vae_jax.config.resume_conflicts` guards (as ``"base.<key>"``)."""
+  keys = [k for k in ("axes", "mode")
+          if _canonical(saved.get(k)) != _canonical(config.get(k))]
+  return keys + [f"base.{k}" for k in config_lib.resume_conflicts(
+      saved.get("base", {}), config.get("base", {}))]
+
+
+def _canonical(value) -> str:
+  # Tuples and lists compare equal, as they do after a JSON round trip.
+  return json.dumps(value, sort_keys=True)
 
 
 def describe(member: ml_collections.ConfigDict,

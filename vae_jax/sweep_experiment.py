@@ -50,7 +50,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   sweep.validate(config)
   writer = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  _check_resumable(config, workdir)
+  config_lib.check_resumable(workdir, config.to_dict(), sweep.resume_conflicts,
+                             what="sweep")
   if writer:
     checkpoints.write_json(os.path.join(workdir, "config.json"),
                            config.to_dict())
@@ -73,29 +74,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   if writer:
     write_results(workdir, rows, list(config.axes.keys()))
   return rows
-
-
-def _check_resumable(config, workdir):
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    saved = json.load(f)
-  now = config.to_dict()
-  problems = [k for k in ("axes", "mode")
-              if json.dumps(saved.get(k), sort_keys=True)
-              != json.dumps(_jsonable(now[k]), sort_keys=True)]
-  problems += [f"base.{k}" for k in config_lib.resume_conflicts(
-      saved.get("base", {}), now["base"])]
-  if problems:
-    raise config_lib.ConfigError(
-        f"{workdir} holds a sweep with a different config (changed: "
-        f"{', '.join(problems)}); resume with the same values or use a new "
-        "workdir")
-
-
-def _jsonable(value):
-  return json.loads(json.dumps(value))
 
 
 class _NoLog:
