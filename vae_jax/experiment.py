@@ -60,6 +60,14 @@ def initial_state(config, image_shape, steps_per_epoch: int):
   return model, graphdef, optimizer, schedule, state
 
 
+def evaluation_key(config) -> jax.Array:
+  """The key of a run's test-set evaluation and figures:
+  ``fold_in(key(seed), 2)``, independent of the initialisation and training
+  keys that ``split(key(seed))`` gives (:func:`initial_state`). Sweeps use
+  it too, so a member is evaluated as its single run would be."""
+  return jax.random.fold_in(jax.random.key(config.seed), 2)
+
+
 def config_hyperparameters(config, steps_per_epoch: int) -> dict:
   """The objective's scalars (:func:`training.hyperparameters`) of a config."""
   return training.hyperparameters(
@@ -132,7 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   dataset = data.load(config.source, config.protocol,
                       data_dir=config.data_dir or None)
-  eval_key = jax.random.fold_in(jax.random.key(config.seed), 2)
+  eval_key = evaluation_key(config)
   steps_per_epoch = len(dataset.train) // config.batch_size
   if steps_per_epoch < 1:
     raise config_lib.ConfigError(

@@ -198,8 +198,8 @@ def _evaluate(configs, padded, graphdef, mesh, state, raw_train, dataset):
         latent_dim=first.latent_dim, eval_seed=first.eval_seed,
         min_sigma2=first.min_sigma2).astype(np.float32)
   sigma2_g = None if sigma2 is None else sweep.place(sigma2, on_members)
-  keys = np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(
-      jax.random.key(c.seed), 2))) for c in padded])
+  keys = np.stack([np.asarray(jax.random.key_data(
+      experiment.evaluation_key(c))) for c in padded])
   images = data.evaluation_images(dataset, first.eval_seed)
   n = len(images)
   batch = min(first.eval_batch_size, n)
