@@ -23,7 +23,7 @@ from vae_jax import logs
 from vae_jax import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMING = ("seconds", "examples_per_second")
+TIMING = ("seconds", "examples_per_second", "wall_time")
 
 
 def tiny_config(**changes) -> ml_collections.ConfigDict:

@@ -15,7 +15,6 @@ import os
 import tempfile
 
 import jax
-import orbax.checkpoint as ocp
 
 
 
@@ -32,33 +31,52 @@ class Checkpointer:
   """
 
   def __init__(self, directory: str, max_to_keep: int = 2):
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                           enable_async_checkpointing=False,
-                                           create=True)
     self.directory = os.path.abspath(directory)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._max_to_keep = max_to_keep
+    self._manager = None
+
+  def _open(self):
+    # orbax costs ~0.5 s of imports: a fresh run pays it at its first save,
+    # not before its first epoch.
+    if self._manager is None:
+      ocp = _orbax()
+      options = ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep,
+                                             enable_async_checkpointing=False,
+                                             create=True)
+      self._manager = ocp.CheckpointManager(self.directory, options=options)
+    return self._manager
 
   def latest_epoch(self) -> int | None:
     """The newest complete checkpoint's epoch, or None."""
-    return self._manager.latest_step()
+    if not os.path.isdir(self.directory) or not os.listdir(self.directory):
+      return None  # a fresh run: no need to ask orbax
+    return self._open().latest_step()
 
   def save(self, epoch: int, state) -> None:
     """Writes ``state`` as the checkpoint of ``epoch``, synchronously."""
-    self._manager.save(epoch, args=ocp.args.StandardSave(_to_saveable(state)),
-                       force=True)
-    self._manager.wait_until_finished()
+    ocp, manager = _orbax(), self._open()
+    manager.save(epoch, args=ocp.args.StandardSave(_to_saveable(state)),
+                 force=True)
+    manager.wait_until_finished()
 
   def restore(self, epoch: int, template):
     """Reads the checkpoint of ``epoch`` into ``template``'s structure,
     shapes, dtypes and shardings."""
+    ocp = _orbax()
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                           _to_saveable(template))
-    saved = self._manager.restore(epoch,
-                                  args=ocp.args.StandardRestore(target))
+    saved = self._open().restore(epoch,
+                                 args=ocp.args.StandardRestore(target))
     return _from_saved(saved, template)
 
   def close(self) -> None:
-    self._manager.close()
+    if self._manager is not None:
+      self._manager.close()
+
+
+def _orbax():
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  return ocp
 
 
 def _is_namedtuple(x) -> bool:

@@ -28,7 +28,6 @@ from vae_jax import data
 from vae_jax import evaluation
 from vae_jax import logs
 from vae_jax import models
-from vae_jax import plots
 from vae_jax import training
 
 
@@ -203,7 +202,8 @@ def _train(config, dataset, graphdef, optimizer, state, hparams, raw_train,
           f"{ckpt.directory}. Try a lower learning_rate, grad_clip > 0, or a "
           "larger min_sigma2.")
     n = metrics["loss"].size * config.batch_size
-    record = dict(epoch=epoch, step=int(state.step), seconds=elapsed,
+    record = dict(epoch=epoch, step=int(state.step), wall_time=time.time(),
+                  seconds=elapsed,
                   examples=n, examples_per_second=n / elapsed,
                   learning_rate=float(schedule(int(state.step) - 1)),
                   beta=float(metrics["beta"][-1]))
@@ -297,6 +297,8 @@ def machine() -> dict:
 def _figures(config, model, graphdef, params, test_images, summary, records,
              directory, key):
   """Reconstructions, prior samples, curves and a latent traversal."""
+  # matplotlib is ~1 s of imports: paid here, after training, not at start.
+  from vae_jax import plots  # pylint: disable=g-import-not-at-top
   m = nnx.merge(graphdef, params)
   decode = jax.jit(lambda z: m.mean_image(m.decode(z)))
   x = test_images[:32]

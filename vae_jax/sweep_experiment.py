@@ -33,7 +33,6 @@ from vae_jax import data
 from vae_jax import evaluation
 from vae_jax import experiment
 from vae_jax import logs
-from vae_jax import plots
 from vae_jax import sweep
 
 # Columns of results.csv, in order (axes that are not listed here follow).
@@ -298,6 +297,7 @@ def figures(directory: str, rows: list[dict]) -> None:
   """The rate-distortion plane of all members and, where the sweep has
   Gaussian members with a fixed sigma^2, the beta x sigma^2 heatmaps of rate
   and squared error (means over seeds; diverged members left out)."""
+  from vae_jax import plots  # pylint: disable=g-import-not-at-top  (~1 s)
   plots.rate_distortion(
       os.path.join(directory, "rate_distortion.png"),
       [dict(rate=r["test_rate"], distortion=r["test_distortion"],
