@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import prng
+
 Array = jax.Array
 
 LEVELS_MNIST = 256
@@ -253,9 +255,10 @@ def to_unit_interval(key: Array, raw: Array, protocol: str, levels: int) -> Arra
   x = jnp.asarray(raw).astype(jnp.float32)
   if protocol == "static" or (protocol == "dynamic" and levels == 2):
     return x
+  # prng's draws are jax.random's, bit for bit, in one fused loop (faster).
   if protocol == "dynamic":
-    return jax.random.bernoulli(key, x / (levels - 1)).astype(jnp.float32)
-  u = jax.random.uniform(key, x.shape, jnp.float32)
+    return prng.bernoulli(key, x / (levels - 1)).astype(jnp.float32)
+  u = prng.uniform(key, x.shape)
   lo, hi = (jnp.asarray(t) for t in _dequantization_bounds(levels))
   level = jnp.asarray(raw).astype(jnp.int32)
   # (raw + u) / levels can round onto the next bin (255 + 0.99999994 -> 256).
