@@ -99,3 +99,22 @@ class SameAsJaxRandomTest(parameterized.TestCase):
       p = level / 255
       se = np.sqrt(p * (1 - p) / mask.sum())
       self.assertLessEqual(abs(x[mask].mean() - p), 5 * se + 1e-12, level)
+
+
+class SplitTest(parameterized.TestCase):
+
+  @parameterized.parameters(1, 2, 3, 31, 1000)
+  def test_split(self, num):
+    for key in _keys():
+      got = jax.jit(prng.split, static_argnums=1)(key, num)
+      want = jax.random.split(key, num)
+      self.assertEqual(got.shape, (num,))
+      np.testing.assert_array_equal(jax.random.key_data(got),
+                                    jax.random.key_data(want))
+      # And the keys draw the same numbers.
+      np.testing.assert_array_equal(jax.random.bits(got[-1], (3,)),
+                                    jax.random.bits(want[-1], (3,)))
+    keys = jax.random.split(jax.random.key(8), 4)
+    np.testing.assert_array_equal(
+        jax.random.key_data(jax.vmap(prng.split)(keys)),
+        jax.random.key_data(jax.vmap(jax.random.split)(keys)))

@@ -8,8 +8,6 @@ that epoch twice; TensorBoard is told the same through ``purge_step``.
 import json
 import os
 
-import tensorboardX
-
 from vae_jax import checkpoints
 
 
@@ -29,8 +27,9 @@ class MetricsLog:
     checkpoints.write_text(
         self.path, "".join(json.dumps(r) + "\n" for r in self.records))
     self._file = open(self.path, "a")
-    self._tb = tensorboardX.SummaryWriter(
-        os.path.join(workdir, "tensorboard"), purge_step=last_epoch + 1)
+    self._tb_dir = os.path.join(workdir, "tensorboard")
+    self._purge_step = last_epoch + 1
+    self._tb = None  # opened at the first record (see _writer)
 
   def write(self, record: dict) -> None:
     """Logs one epoch's record (it must have an integer ``epoch``)."""
@@ -38,14 +37,25 @@ class MetricsLog:
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
     os.fsync(self._file.fileno())
+    writer = self._writer()
     for name, value in record.items():
       if name != "epoch" and isinstance(value, (int, float)):
-        self._tb.add_scalar(name, value, record["epoch"])
-    self._tb.flush()
+        writer.add_scalar(name, value, record["epoch"])
+    writer.flush()
+
+  def _writer(self):
+    # tensorboardX takes ~0.1 s to import, and ~1.7 s more where PyTorch is
+    # installed (it imports torch): paid after the first epoch, not before.
+    if self._tb is None:
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+      self._tb = tensorboardX.SummaryWriter(self._tb_dir,
+                                            purge_step=self._purge_step)
+    return self._tb
 
   def close(self) -> None:
     self._file.close()
-    self._tb.close()
+    if self._tb is not None:
+      self._tb.close()
 
 
 def read_records(path: str) -> list[dict]:

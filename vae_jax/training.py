@@ -28,6 +28,7 @@ import optax
 from vae_jax import data
 from vae_jax import divergences
 from vae_jax import models
+from vae_jax import prng
 
 Array = jax.Array
 HYPERPARAMETERS = ("beta", "free_bits", "warmup_steps", "sigma2")
@@ -157,7 +158,7 @@ def batch_inputs(raw_train: Array, idx: Array, key: Array, *, protocol: str,
   Drawing the data noise per batch keeps memory at O(batch) per run, so a
   sweep of K runs holds K batches, not K copies of the training set.
   """
-  data_key, noise_key = jax.random.split(key)
+  data_key, noise_key = prng.split(key)  # jax.random.split's keys
   return data.to_unit_interval(data_key, raw_train[idx], protocol,
                                levels), noise_key
 
