@@ -63,8 +63,6 @@ def main(argv=None) -> None:
   config.num_epochs = args.epochs
   dataset = data.load(config.source, config.protocol)
   raw_train = jax.device_put(dataset.train)
-  test_images = jax.device_put(data.evaluation_images(dataset,
-                                                      config.eval_seed))
   _emit("ready", import_seconds=imported - _START,
         data_seconds=time.time() - imported)
 
@@ -96,6 +94,7 @@ def main(argv=None) -> None:
                                                         None)
     return jnp.mean(evaluation.elbo_terms(encode, log_likelihood, images,
                                           key)["elbo"])
+  test_images = data.evaluation_images(dataset, config.eval_seed)
   _emit("done", test_elbo=float(test_elbo(state.params, test_images,
                                           jax.random.key(config.eval_seed))))
 

@@ -19,6 +19,7 @@ of 2^32 or more words goes to ``jax.random`` itself, so callers never see a
 different stream. The tests hold both to bit equality.
 """
 
+import functools
 import math
 
 import jax
@@ -34,6 +35,7 @@ _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = 0x1BD11BDA
 
 
+@functools.partial(jax.jit, inline=True)  # one program when called eagerly
 def _threefry_2x32(k0: Array, k1: Array, x0: Array, x1: Array
                    ) -> tuple[Array, Array]:
   """Threefry-2x32 of the counter pairs (x0, x1) under key (k0, k1): 20
