@@ -158,6 +158,32 @@ def test_vmapped_sweep_equals_members_one_by_one():
   assert not np.allclose(metrics["loss"][0], metrics["loss"][1])
 
 
+@pytest.mark.parametrize("num_shards,members_at_once", [(1, 2), (1, 4),
+                                                         (2, 2), (3, 1)])
+def test_members_at_once_equals_all_vmapped(num_shards, members_at_once):
+  # 6 members: groups of 2 or 4 (a remainder of 2) within 1, 2 or 3 shards.
+  c = tiny_sweep(dict(beta=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0)))
+  members, dataset, steps = _group(c)
+  graphdef, optimizer, state, hparams = sweep.initial_sweep_state(
+      members, dataset.image_shape, steps)
+  raw = jax.device_put(dataset.train)
+
+  def run(**kw):
+    epoch = jax.jit(functools.partial(
+        sweep.sweep_epoch, graphdef, optimizer, batch_size=100,
+        protocol=dataset.protocol, levels=dataset.levels, **kw))
+    return epoch(state, raw, hparams)
+  all_state, all_metrics = run()
+  state_n, metrics_n = run(num_shards=num_shards,
+                           members_at_once=members_at_once)
+  np.testing.assert_allclose(metrics_n["loss"], all_metrics["loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(state_n), jax.tree.leaves(all_state)):
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+      a, b = jax.random.key_data(a), jax.random.key_data(b)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  assert not np.allclose(all_metrics["loss"][0], all_metrics["loss"][-1])
+
+
 def test_sharded_sweep_equals_unsharded():
   c = tiny_sweep(dict(beta=(0.25, 0.5, 1.0, 2.0, 4.0)))   # 5 -> padded to 8
   (one, m1), _ = _train_sweep(c, sweep.make_mesh(jax.devices()[:1]), 2)
