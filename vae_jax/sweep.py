@@ -4,11 +4,13 @@ A sweep trains K members that differ only in numbers the program does not
 depend on structurally (:data:`VMAPPED`: beta, sigma^2, free bits, warm-up,
 seed). Their TrainStates are stacked on a leading axis of size K, their
 hyperparameters are a dict of ``[K]`` arrays, and one epoch of all of them is
-``jax.vmap(training.train_epoch)`` inside one ``jax.jit``: each member draws
-its own data order, binarization and noise from its own key and keeps its own
-optimiser state, while the raw training images are one shared array. Members
-that need different programs (likelihood, architecture, widths, learning
-rate, ...) form separate groups (:func:`groups`), each one program.
+``jax.vmap(training.train_epoch)`` inside one ``jax.jit`` (on CPU, vmapped two
+at a time in a loop inside the program, see :func:`members_at_once`): each
+member draws its own data order, binarization and noise from its own key and
+keeps its own optimiser state, while the raw training images are one shared
+array. Members that need different programs (likelihood, architecture,
+widths, learning rate, ...) form separate groups (:func:`groups`), each one
+program.
 
 The sweep axis is sharded over a one-axis device mesh named ``"sweep"``
 (:func:`make_mesh`): every device, of every process under
