@@ -102,7 +102,6 @@ def probe_dots(args) -> dict:
   """The step's matrix products alone, in one jitted program: the ceiling
   that the rest of the step (elementwise work, RNG, Adam) eats into."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   shapes = _model_dots(args.batch_size)
   key = jax.random.key(0)
   operands = [(jax.random.normal(jax.random.fold_in(key, 2 * i), (m, k)),
@@ -115,7 +114,6 @@ def probe_dots(args) -> dict:
   flops = sum(2 * m * k * n for m, k, n in shapes)
   seconds = _median_seconds(
       lambda: jax.block_until_ready(dots(operands)), args.repeats)
-  del jnp
   return dict(batch_size=args.batch_size, flops=flops, seconds=seconds,
               gflops=flops / seconds / 1e9)
 
