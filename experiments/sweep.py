@@ -15,6 +15,15 @@ Re-running the command resumes.
 import os
 import sys
 
+if __package__ in (
+  None,
+  "",
+):  # run by path: python path/to/experiments/sweep.py
+  sys.path.insert(
+    0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  )
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
@@ -22,40 +31,54 @@ import jax
 from ml_collections import config_flags
 
 from experiments import cli
-from vae_jax import config
-from vae_jax import data
-from vae_jax import sweep_experiment
+from vae_jax import sweep
+from vae_jax.train import results
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/sweep.py", "Sweep config (a .py file).",
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", "runs/sweep",
-                               "Where outputs and checkpoints go.")
+  "config",
+  cli.config_path("sweep.py"),
+  "Sweep config (a .py file).",
+  lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", "runs/sweep", "Where outputs and checkpoints go."
+)
 _CACHE = flags.DEFINE_string(
-    "compilation_cache", cli.default_cache_dir(),
-    "JAX persistent compilation cache folder ('' = off).")
+  "compilation_cache",
+  cli.default_cache_dir(),
+  "JAX persistent compilation cache folder ('' = off).",
+)
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False,
-    "Call jax.distributed.initialize() and let JAX detect the cluster.")
+  "distributed",
+  False,
+  "Call jax.distributed.initialize() and let JAX detect the cluster.",
+)
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", "",
-    "HOST:PORT of process 0; with --num_processes and --process_id starts "
-    "JAX's multi-process runtime.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
-                                      "Processes in the job.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None,
-                                   "This process's index, 0..num_processes-1.")
+  "coordinator_address",
+  "",
+  "HOST:PORT of process 0; with --num_processes and --process_id starts "
+  "JAX's multi-process runtime.",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  "num_processes", None, "Processes in the job."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+  "process_id", None, "This process's index, 0..num_processes-1."
+)
 
 
 def initialize_distributed() -> None:
   """Starts jax.distributed from the flags (before any other JAX call)."""
   if _COORDINATOR.value:
     if _NUM_PROCESSES.value is None or _PROCESS_ID.value is None:
-      raise app.UsageError("--coordinator_address needs --num_processes and "
-                           "--process_id")
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+      raise app.UsageError(
+        "--coordinator_address needs --num_processes and --process_id"
+      )
+    jax.distributed.initialize(
+      coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+    )
   elif _DISTRIBUTED.value:
     jax.distributed.initialize()
 
@@ -68,18 +91,19 @@ def main(argv):
     cli.enable_compilation_cache(_CACHE.value)
   initialize_distributed()
   try:
-    rows = sweep_experiment.run(_CONFIG.value, _WORKDIR.value)
-  except (config.ConfigError, data.DataError,
-          data.DataUnavailableError) as e:
+    rows = sweep.run(_CONFIG.value, _WORKDIR.value)
+  except cli.USER_ERRORS as e:
     sys.exit(f"error: {e}")
   if jax.process_index() != 0:
     return
   workdir = os.path.abspath(_WORKDIR.value)
-  print(f"\n{len(rows)} members on {jax.device_count()} device(s) in "
-        f"{jax.process_count()} process(es). Outputs in {workdir}:")
+  print(
+    f"\n{len(rows)} members on {jax.device_count()} device(s) in "
+    f"{jax.process_count()} process(es). Outputs in {workdir}:"
+  )
   for name in ("results.csv", "results.json", "figures/", "groups/"):
     print(f"  {os.path.join(workdir, name)}")
-  print(sweep_experiment.format_table(rows))
+  print(results.format_table(rows))
 
 
 if __name__ == "__main__":

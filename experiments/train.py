@@ -12,24 +12,37 @@ start fast.
 import os
 import sys
 
+if __package__ in (
+  None,
+  "",
+):  # run by path: python path/to/experiments/train.py
+  sys.path.insert(
+    0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  )
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
 from experiments import cli
-from vae_jax import config
-from vae_jax import data
-from vae_jax import experiment
+import vae_jax.train
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/default.py", "Run config (a .py file).",
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", "runs/default",
-                               "Where outputs and checkpoints go.")
+  "config",
+  cli.config_path("default.py"),
+  "Run config (a .py file).",
+  lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", "runs/default", "Where outputs and checkpoints go."
+)
 _CACHE = flags.DEFINE_string(
-    "compilation_cache", cli.default_cache_dir(),
-    "JAX persistent compilation cache folder ('' = off).")
+  "compilation_cache",
+  cli.default_cache_dir(),
+  "JAX persistent compilation cache folder ('' = off).",
+)
 
 
 def main(argv):
@@ -39,23 +52,36 @@ def main(argv):
   if _CACHE.value:
     cli.enable_compilation_cache(_CACHE.value)
   try:
-    summary = experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config.ConfigError, data.DataError, data.DataUnavailableError,
-          experiment.NonFiniteLossError) as e:
+    result = vae_jax.train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except cli.USER_ERRORS as e:
     sys.exit(f"error: {e}")
   workdir = os.path.abspath(_WORKDIR.value)
   print(f"\nOutputs in {workdir}:")
-  for name in ("summary.json", "metrics.jsonl", "config.json", "checkpoints/",
-               "tensorboard/", "figures/"):
+  for name in (
+    "summary.json",
+    "metrics.jsonl",
+    "config.json",
+    "checkpoints/",
+    "tensorboard/",
+    "figures/",
+  ):
     print(f"  {os.path.join(workdir, name)}")
-  keys = ("test_elbo", "test_rate", "test_distortion", "test_nll",
-          "nll_samples", "bits_per_dim", "active_units", "data_protocol",
-          "train_seconds", "examples_per_second")
+  keys = (
+    "test_elbo",
+    "test_rate",
+    "test_distortion",
+    "test_nll",
+    "nll_samples",
+    "bits_per_dim",
+    "active_units",
+    "data_protocol",
+    "train_seconds",
+    "examples_per_second",
+  )
   print("Summary (nats per example):")
   for k in keys:
-    v = summary[k]
-    print(f"  {k:>20}: {v:.4f}" if isinstance(v, float) else
-          f"  {k:>20}: {v}")
+    v = getattr(result, k)
+    print(f"  {k:>20}: {v:.4f}" if isinstance(v, float) else f"  {k:>20}: {v}")
 
 
 if __name__ == "__main__":

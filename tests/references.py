@@ -17,17 +17,21 @@ def mp_log_sigmoid(l):
 
 def mp_bernoulli(x, logits):
   """sum x log s(l) + (1 - x) log s(-l), at 50 digits."""
-  return float(sum(_mpf(xi) * mp_log_sigmoid(li)
-                   + (1 - _mpf(xi)) * mp_log_sigmoid(-li)
-                   for xi, li in zip(np.ravel(x), np.ravel(logits))))
+  return float(
+    sum(
+      _mpf(xi) * mp_log_sigmoid(li) + (1 - _mpf(xi)) * mp_log_sigmoid(-li)
+      for xi, li in zip(np.ravel(x), np.ravel(logits))
+    )
+  )
 
 
 def mp_cb_log_normalizer(l):
   """-log of the integral over [0, 1] of lam^x (1 - lam)^(1 - x) dx, by quadrature."""
   l = _mpf(l)
   log_lam, log_1m = mp_log_sigmoid(l), mp_log_sigmoid(-l)
-  integral = mpmath.quad(lambda t: mpmath.exp(t * log_lam + (1 - t) * log_1m),
-                         [0, 1])
+  integral = mpmath.quad(
+    lambda t: mpmath.exp(t * log_lam + (1 - t) * log_1m), [0, 1]
+  )
   return -mpmath.log(integral)
 
 

@@ -19,8 +19,10 @@ RTOL = {np.float32: 2e-5, np.float64: 1e-12}
 
 def _posterior(seed, n=20, dtype=np.float64):
   rng = np.random.default_rng(seed)
-  return (rng.normal(0, 1.5, n).astype(dtype),
-          rng.normal(0, 2, n).astype(dtype))
+  return (
+    rng.normal(0, 1.5, n).astype(dtype),
+    rng.normal(0, 2, n).astype(dtype),
+  )
 
 
 def _kl_by_quadrature(m, v):
@@ -29,26 +31,29 @@ def _kl_by_quadrature(m, v):
   p = stats.norm(0, 1)
   f = lambda z: math.exp(q.logpdf(z)) * (q.logpdf(z) - p.logpdf(z))
   s = math.exp(v / 2)
-  return integrate.quad(f, m - 40 * s, m + 40 * s, epsabs=1e-14, epsrel=1e-12,
-                        limit=200)[0]
+  return integrate.quad(
+    f, m - 40 * s, m + 40 * s, epsabs=1e-14, epsrel=1e-12, limit=200
+  )[0]
 
 
 class KLTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(np.float32, np.float64)
   def test_matches_numerical_integration(self, dtype):
     mean, log_variance = _posterior(0, n=8, dtype=dtype)
-    expected = sum(_kl_by_quadrature(float(m), float(v))
-                   for m, v in zip(mean, log_variance))
+    expected = sum(
+      _kl_by_quadrature(float(m), float(v)) for m, v in zip(mean, log_variance)
+    )
     got = self.variant(vae_jax.kl_standard_normal)(mean, log_variance)
     np.testing.assert_allclose(got, expected, rtol=max(RTOL[dtype], 1e-9))
 
   def test_per_dim_sums_to_total(self):
     mean, log_variance = _posterior(1)
     np.testing.assert_allclose(
-        jnp.sum(vae_jax.kl_standard_normal_per_dim(mean, log_variance)),
-        vae_jax.kl_standard_normal(mean, log_variance), rtol=1e-14)
+      jnp.sum(vae_jax.kl_standard_normal_per_dim(mean, log_variance)),
+      vae_jax.kl_standard_normal(mean, log_variance),
+      rtol=1e-14,
+    )
 
   @parameterized.parameters(1e-8, -1e-8, 1e-4, -3e-3, 0.4999, 0.5, -0.5001, 2.0)
   def test_accurate_for_nearly_unit_variance(self, log_variance):
@@ -57,13 +62,16 @@ class KLTest(chex.TestCase):
     expected = float((references.mpmath.exp(v) - 1 - v) / 2)
     got = vae_jax.kl_standard_normal(np.zeros(1), np.full(1, log_variance))
     np.testing.assert_allclose(got, expected, rtol=1e-12)
-    got32 = vae_jax.kl_standard_normal(np.zeros(1, np.float32),
-                                       np.full(1, log_variance, np.float32))
+    got32 = vae_jax.kl_standard_normal(
+      np.zeros(1, np.float32), np.full(1, log_variance, np.float32)
+    )
     np.testing.assert_allclose(got32, expected, rtol=1e-5)
 
   @hypothesis.given(
-      st.lists(st.tuples(st.floats(-10, 10), st.floats(-15, 15)), min_size=1,
-               max_size=12))
+    st.lists(
+      st.tuples(st.floats(-10, 10), st.floats(-15, 15)), min_size=1, max_size=12
+    )
+  )
   def test_non_negative_and_zero_only_at_prior(self, params):
     mean, log_variance = (np.array(a) for a in zip(*params))
     kl = float(vae_jax.kl_standard_normal(mean, log_variance))
@@ -75,32 +83,45 @@ class KLTest(chex.TestCase):
 
 
 class DensityTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(np.float32, np.float64)
   def test_diagonal_gaussian_matches_scipy(self, dtype):
     mean, log_variance = _posterior(2, dtype=dtype)
     z = np.random.default_rng(3).normal(size=20).astype(dtype)
     expected = stats.multivariate_normal.logpdf(
-        z, mean.astype(np.float64), np.diag(np.exp(log_variance.astype(np.float64))))
-    got = self.variant(vae_jax.diagonal_gaussian_log_density)(z, mean, log_variance)
+      z,
+      mean.astype(np.float64),
+      np.diag(np.exp(log_variance.astype(np.float64))),
+    )
+    got = self.variant(vae_jax.diagonal_gaussian_log_density)(
+      z, mean, log_variance
+    )
     np.testing.assert_allclose(got, expected, rtol=RTOL[dtype])
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_standard_normal_matches_scipy(self):
     z = np.random.default_rng(4).normal(size=(4, 5))
-    np.testing.assert_allclose(self.variant(vae_jax.standard_normal_log_density)(z),
-                               stats.norm.logpdf(z).sum(), rtol=1e-13)
+    np.testing.assert_allclose(
+      self.variant(vae_jax.standard_normal_log_density)(z),
+      stats.norm.logpdf(z).sum(),
+      rtol=1e-13,
+    )
 
   def test_monte_carlo_kl_is_the_log_ratio_and_converges(self):
     mean, log_variance = _posterior(5, n=6)
     eps = jax.random.normal(jax.random.key(0), (200_000, 6), jnp.float64)
     z = mean + jnp.exp(log_variance / 2) * eps
-    samples = jax.vmap(vae_jax.kl_monte_carlo, (0, None, None))(z, mean, log_variance)
+    samples = jax.vmap(vae_jax.kl_monte_carlo, (0, None, None))(
+      z, mean, log_variance
+    )
     np.testing.assert_allclose(
-        samples[0],
-        stats.multivariate_normal.logpdf(z[0], mean, np.diag(np.exp(log_variance)))
-        - stats.norm.logpdf(z[0]).sum(), rtol=1e-12)
+      samples[0],
+      stats.multivariate_normal.logpdf(
+        z[0], mean, np.diag(np.exp(log_variance))
+      )
+      - stats.norm.logpdf(z[0]).sum(),
+      rtol=1e-12,
+    )
     exact = float(vae_jax.kl_standard_normal(mean, log_variance))
     standard_error = float(jnp.std(samples)) / math.sqrt(len(samples))
     self.assertLess(abs(float(jnp.mean(samples)) - exact), 5 * standard_error)

@@ -16,11 +16,18 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from experiments.configs import default
-from vae_jax import checkpoints
-from vae_jax import config as config_lib
-from vae_jax import experiment
-from vae_jax import logs
-from vae_jax import training
+from vae_jax.train import checkpoints
+from vae_jax.train import config as config_lib
+from vae_jax.train import engine
+from vae_jax.train import experiment
+from vae_jax.train import files
+from vae_jax.train import logs
+from vae_jax.train import program
+from vae_jax.train import progress
+from vae_jax.train import setup
+
+# End to end: every test here trains models (deselect with -m 'not slow').
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = ("seconds", "examples_per_second", "wall_time")
@@ -28,18 +35,34 @@ TIMING = ("seconds", "examples_per_second", "wall_time")
 
 def tiny_config(**changes) -> ml_collections.ConfigDict:
   c = default.get_config()
-  c.update(dict(source="digits", hidden_sizes=(32,), latent_dim=2,
-                batch_size=100, num_epochs=4, eval_every=2,
-                checkpoint_every=1, nll_samples=64, nll_chunk_size=16,
-                eval_batch_size=128, progress_bar=False))
+  c.update(
+    dict(
+      source="digits",
+      hidden_sizes=(32,),
+      latent_dim=2,
+      batch_size=100,
+      num_epochs=4,
+      eval_every=2,
+      checkpoint_every=1,
+      nll_samples=64,
+      nll_chunk_size=16,
+      eval_batch_size=128,
+      progress_bar=False,
+    )
+  )
   c.update(changes)
   return c
+
+
+def train(config, workdir) -> dict:
+  """A run's summary, as summary.json holds it."""
+  return experiment.train_and_evaluate(config, workdir).to_dict()
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run"))
-  return workdir, experiment.train_and_evaluate(tiny_config(), workdir)
+  return workdir, train(tiny_config(), workdir)
 
 
 def _final_params(workdir):
@@ -48,18 +71,28 @@ def _final_params(workdir):
   template = _template(cfg)
   state = ckpt.restore(ckpt.latest_epoch(), template)
   ckpt.close()
-  return state
+  return state.train
 
 
 def _template(cfg):
-  return experiment.initial_state(cfg, (8, 8, 1), 1497 // cfg.batch_size)[-1]
+  """A run's checkpointed state: a group of one member."""
+  return setup.build_group([cfg], (8, 8, 1), 1497 // cfg.batch_size)[1]
 
 
 def test_run_writes_every_output(finished_run):
   workdir, summary = finished_run
-  for key in ("test_elbo", "test_rate", "test_distortion", "test_nll",
-              "nll_samples", "bits_per_dim", "active_units", "data_protocol",
-              "train_seconds", "examples_per_second"):
+  for key in (
+    "test_elbo",
+    "test_rate",
+    "test_distortion",
+    "test_nll",
+    "nll_samples",
+    "bits_per_dim",
+    "active_units",
+    "data_protocol",
+    "train_seconds",
+    "examples_per_second",
+  ):
     assert summary[key] is not None, key
   with open(os.path.join(workdir, "summary.json")) as f:
     assert json.load(f) == json.loads(json.dumps(summary))
@@ -69,8 +102,10 @@ def test_run_writes_every_output(finished_run):
   assert [r["epoch"] for r in records] == [1, 2, 3, 4]
   assert "test_elbo" in records[1] and "test_elbo" not in records[0]
   assert records[-1]["step"] == 4 * (1497 // 100)
-  assert any(f.startswith("events.out.tfevents")
-             for f in os.listdir(os.path.join(workdir, "tensorboard")))
+  assert any(
+    f.startswith("events.out.tfevents")
+    for f in os.listdir(os.path.join(workdir, "tensorboard"))
+  )
   for name in ("reconstructions", "samples", "curves", "latent_traversal"):
     with Image.open(os.path.join(workdir, "figures", f"{name}.png")) as im:
       assert im.size[0] > 100 and im.size[1] > 100
@@ -80,118 +115,151 @@ def test_run_writes_every_output(finished_run):
 
 def test_summary_numbers_hang_together(finished_run):
   _, s = finished_run
-  np.testing.assert_allclose(s["test_elbo"],
-                             -(s["test_rate"] + s["test_distortion"]),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    s["test_elbo"], -(s["test_rate"] + s["test_distortion"]), rtol=1e-6
+  )
   # Burda et al.: the importance-weighted bound is no looser than the ELBO.
   assert s["test_nll"] <= -s["test_elbo"] + 0.05
-  np.testing.assert_allclose(s["bits_per_dim"],
-                             s["test_nll"] / (64 * math.log(2)), rtol=1e-6)
+  np.testing.assert_allclose(
+    s["bits_per_dim"], s["test_nll"] / (64 * math.log(2)), rtol=1e-6
+  )
   np.testing.assert_allclose(sum(s["kl_per_dim"]), s["test_rate"], rtol=1e-5)
   assert 0 <= s["active_units"] <= 2
 
 
-def test_interrupted_run_resumes_to_the_same_parameters(finished_run,
-                                                        tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_parameters(
+  finished_run, tmp_path, monkeypatch
+):
   workdir = str(tmp_path)
   real_write = logs.MetricsLog.write
 
-  def write(self, record):
-    if record["epoch"] == 3:   # killed after epoch 3 ran, before its save
+  def write(self, records):
+    if records[0]["epoch"] == 3:  # killed after epoch 3 ran, before its save
       raise KeyboardInterrupt
-    real_write(self, record)
+    real_write(self, records)
+
   monkeypatch.setattr(logs.MetricsLog, "write", write)
   with pytest.raises(KeyboardInterrupt):
-    experiment.train_and_evaluate(tiny_config(), workdir)
+    train(tiny_config(), workdir)
   monkeypatch.setattr(logs.MetricsLog, "write", real_write)
   assert not os.path.exists(os.path.join(workdir, "summary.json"))
-  summary = experiment.train_and_evaluate(tiny_config(), workdir)
+  summary = train(tiny_config(), workdir)
 
   reference_dir, reference = finished_run
   a, b = _final_params(workdir), _final_params(reference_dir)
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
-    np.testing.assert_array_equal(x, y)      # bit-identical
+    np.testing.assert_array_equal(x, y)  # bit-identical
   for key in ("test_elbo", "test_nll", "active_units"):
     assert summary[key] == reference[key]
-  strip = lambda rs: [{k: v for k, v in r.items() if k not in TIMING}
-                      for r in rs]
-  assert strip(logs.read_records(os.path.join(workdir, "metrics.jsonl"))) == \
-      strip(logs.read_records(os.path.join(reference_dir, "metrics.jsonl")))
+  strip = lambda rs: [
+    {k: v for k, v in r.items() if k not in TIMING} for r in rs
+  ]
+  assert strip(
+    logs.read_records(os.path.join(workdir, "metrics.jsonl"))
+  ) == strip(logs.read_records(os.path.join(reference_dir, "metrics.jsonl")))
 
 
 def test_resume_with_a_different_config_is_refused(finished_run):
   workdir, _ = finished_run
   with pytest.raises(config_lib.ConfigError, match="beta: saved 1.0, now 2.0"):
-    experiment.train_and_evaluate(tiny_config(beta=2.0), workdir)
+    train(tiny_config(beta=2.0), workdir)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
-    tmp_path, monkeypatch):
-  real = training.make_train_epoch
+  tmp_path, monkeypatch
+):
+  real = program.make_epoch
 
   def poisoned(*args, **kwargs):
     epoch_fn, calls = real(*args, **kwargs), []
 
     def run(state, raw, hparams):
       calls.append(1)
-      if len(calls) == 3:   # epoch 3 meets an infinite KL weight
+      if len(calls) == 3:  # epoch 3 meets an infinite KL weight
         hparams = dict(hparams, beta=hparams["beta"] * np.inf)
       return epoch_fn(state, raw, hparams)
+
     return run
-  monkeypatch.setattr(training, "make_train_epoch", poisoned)
+
+  monkeypatch.setattr(program, "make_epoch", poisoned)
   workdir = str(tmp_path)
-  with pytest.raises(experiment.NonFiniteLossError,
-                     match=r"epoch 3, step 29;.*checkpoint: epoch 2"):
-    experiment.train_and_evaluate(tiny_config(), workdir)
+  with pytest.raises(
+    engine.NonFiniteLossError, match=r"epoch 3, step 29;.*checkpoint: epoch 2"
+  ):
+    train(tiny_config(), workdir)
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
   assert ckpt.latest_epoch() == 2
-  state = ckpt.restore(2, _template(tiny_config()))
+  state = ckpt.restore(2, _template(tiny_config())).train
   ckpt.close()
-  assert int(state.step) == 2 * 14
+  assert int(state.step[0]) == 2 * 14
   assert all(np.isfinite(l).all() for l in jax.tree.leaves(state.params))
 
 
-@pytest.mark.parametrize("likelihood,mode,protocol", [
-    ("gaussian", "optimal", "continuous"), ("gaussian", "learned",
-                                             "continuous"),
+@pytest.mark.parametrize(
+  "likelihood,mode,protocol",
+  [
+    ("gaussian", "optimal", "continuous"),
+    ("gaussian", "learned", "continuous"),
     ("continuous_bernoulli", "fixed", "continuous"),
-    ("bernoulli", "fixed", "static")])
+    ("bernoulli", "fixed", "static"),
+  ],
+)
 def test_other_likelihoods_train_and_report_honest_units(
-    tmp_path, likelihood, mode, protocol):
-  cfg = tiny_config(likelihood=likelihood, sigma2_mode=mode, protocol=protocol,
-                    num_epochs=2, latent_dim=3, architecture="conv",
-                    hidden_sizes=(4, 8), sigma2=0.1, min_sigma2=1e-3)
-  s = experiment.train_and_evaluate(cfg, str(tmp_path))
+  tmp_path, likelihood, mode, protocol
+):
+  cfg = tiny_config(
+    likelihood=likelihood,
+    sigma2_mode=mode,
+    protocol=protocol,
+    num_epochs=2,
+    latent_dim=3,
+    architecture="conv",
+    hidden_sizes=(4, 8),
+    sigma2=0.1,
+    min_sigma2=1e-3,
+  )
+  s = train(cfg, str(tmp_path))
   assert np.isfinite(s["test_nll"]) and s["test_nll"] <= -s["test_elbo"] + 0.1
   offset = 0.0 if protocol == "static" else math.log(17)
   np.testing.assert_allclose(
-      s["bits_per_dim"], (s["test_nll"] + 64 * offset) / (64 * math.log(2)),
-      rtol=1e-6)
+    s["bits_per_dim"],
+    (s["test_nll"] + 64 * offset) / (64 * math.log(2)),
+    rtol=1e-6,
+  )
   if mode == "optimal":
     assert 1e-3 <= s["eval_sigma2"] < 0.25
 
 
 def test_a_density_on_binary_data_reports_no_bits_per_dim(tmp_path):
   cfg = tiny_config(likelihood="gaussian", num_epochs=1, nll_samples=8)
-  assert experiment.train_and_evaluate(cfg, str(tmp_path))[
-      "bits_per_dim"] is None
+  assert train(cfg, str(tmp_path))["bits_per_dim"] is None
 
 
 def test_tfds_source_through_mock_data(tmp_path):
-  cfg = tiny_config(source="tfds:mnist", architecture="mlp", num_epochs=1,
-                    batch_size=16, nll_samples=8, eval_batch_size=16)
+  cfg = tiny_config(
+    source="tfds:mnist",
+    architecture="mlp",
+    num_epochs=1,
+    batch_size=16,
+    nll_samples=8,
+    eval_batch_size=16,
+  )
   with tfds.testing.mock_data(num_examples=32):
-    s = experiment.train_and_evaluate(cfg, str(tmp_path))
+    s = train(cfg, str(tmp_path))
   assert s["source"] == "tfds:mnist" and s["num_train"] == 32
   assert s["num_test"] == 32 and np.isfinite(s["test_nll"])
 
 
-@pytest.mark.parametrize("key,value,match", [
+@pytest.mark.parametrize(
+  "key,value,match",
+  [
     ("beta", -1.0, "config.beta must be a number >= 0"),
     ("likelihood", "poisson", "config.likelihood must be one of"),
     ("hidden_sizes", (), "config.hidden_sizes"),
     ("source", "cifar", "config.source"),
-    ("batch_size", 0, "config.batch_size")])
+    ("batch_size", 0, "config.batch_size"),
+  ],
+)
 def test_bad_config_values_are_named(key, value, match):
   cfg = tiny_config()
   cfg[key] = value
@@ -212,15 +280,23 @@ def test_unknown_and_missing_config_keys_are_named():
 
 def _cli(workdir, *flags, wait=True):
   cache = os.path.join(os.path.dirname(workdir), "jax-cache")  # shared
-  cmd = [sys.executable, "-m", "experiments.train",
-         "--config=experiments/configs/digits.py", f"--workdir={workdir}",
-         f"--compilation_cache={cache}",
-         "--config.progress_bar=False", *flags]
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.train",
+    "--config=experiments/configs/digits.py",
+    f"--workdir={workdir}",
+    f"--compilation_cache={cache}",
+    "--config.progress_bar=False",
+    *flags,
+  ]
   if not wait:
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                        timeout=300)
+    return subprocess.Popen(
+      cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+  return subprocess.run(
+    cmd, cwd=ROOT, capture_output=True, text=True, timeout=300
+  )
 
 
 def test_cli_rejects_an_unknown_override_by_name(tmp_path):
@@ -232,9 +308,14 @@ def test_cli_rejects_an_unknown_override_by_name(tmp_path):
 def test_cli_killed_at_any_point_resumes_bit_identically(tmp_path):
   """SIGKILL a training process mid-run, rerun the command, compare with a
   run never stopped: same final parameters bit for bit, and overrides kept."""
-  flags = ("--config.num_epochs=40", "--config.checkpoint_every=1",
-           "--config.beta=4", "--config.hidden_sizes=(64,)",
-           "--config.nll_samples=16", "--config.eval_every=20")
+  flags = (
+    "--config.num_epochs=40",
+    "--config.checkpoint_every=1",
+    "--config.beta=4",
+    "--config.hidden_sizes=(64,)",
+    "--config.nll_samples=16",
+    "--config.eval_every=20",
+  )
   whole, killed = tmp_path / "whole", tmp_path / "killed"
   assert _cli(whole, *flags).returncode == 0
   proc = _cli(killed, *flags, wait=False)
@@ -265,39 +346,105 @@ def test_shipped_configs_are_valid(name):
 
 def test_burda_config_follows_the_paper():
   from experiments.configs import burda2016
+
   c = burda2016.get_config()
-  assert (c.source, c.protocol, tuple(c.hidden_sizes), c.activation,
-          c.latent_dim, c.batch_size, c.adam_eps, c.nll_samples) == (
-              "tfds:mnist", "dynamic", (200, 200), "tanh", 50, 20, 1e-4, 5000)
+  assert (
+    c.source,
+    c.protocol,
+    tuple(c.hidden_sizes),
+    c.activation,
+    c.latent_dim,
+    c.batch_size,
+    c.adam_eps,
+    c.nll_samples,
+  ) == ("tfds:mnist", "dynamic", (200, 200), "tanh", 50, 20, 1e-4, 5000)
   # 3^i epochs for i = 0..7 is the whole run.
-  assert c.num_epochs == sum(3 ** i for i in range(8)) == 3280
+  assert c.num_epochs == sum(3**i for i in range(8)) == 3280
 
 
 def test_metrics_log_drops_epochs_past_the_checkpoint(tmp_path):
   path = tmp_path / "metrics.jsonl"
-  path.write_text("".join(json.dumps({"epoch": e, "loss": 1.0 / e}) + "\n"
-                          for e in (1, 2, 3)) + '{"epoch": 4, "lo')  # cut
+  path.write_text(
+    "".join(json.dumps({"epoch": e, "loss": 1.0 / e}) + "\n" for e in (1, 2, 3))
+    + '{"epoch": 4, "lo'
+  )  # cut
   log = logs.MetricsLog(str(tmp_path), last_epoch=2)
-  log.write({"epoch": 3, "loss": 7.0})
+  log.write([{"epoch": 3, "loss": 7.0}])
   log.close()
   assert logs.read_records(str(path)) == [
-      {"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5},
-      {"epoch": 3, "loss": 7.0}]
+    {"epoch": 1, "loss": 1.0},
+    {"epoch": 2, "loss": 0.5},
+    {"epoch": 3, "loss": 7.0},
+  ]
   path.write_text('{"epoch": 1}\nnot json\n{"epoch": 2}\n')
   with pytest.raises(ValueError, match="line 2 is not JSON"):
     logs.read_records(str(path))
 
 
-def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path,
-                                                            monkeypatch):
+def test_atomic_write_leaves_the_old_file_when_interrupted(
+  tmp_path, monkeypatch
+):
   path = str(tmp_path / "summary.json")
-  checkpoints.write_json(path, {"a": 1})
+  files.write_json(path, {"a": 1})
 
   def crash(*_):
     raise KeyboardInterrupt
+
   monkeypatch.setattr(os, "replace", crash)
   with pytest.raises(KeyboardInterrupt):
-    checkpoints.write_json(path, {"a": 2})
+    files.write_json(path, {"a": 2})
   with open(path) as f:
     assert json.load(f) == {"a": 1}
-  assert os.listdir(tmp_path) == ["summary.json"]   # no temporary left
+  assert os.listdir(tmp_path) == ["summary.json"]  # no temporary left
+
+
+def test_summary_carries_its_provenance(finished_run):
+  _, summary = finished_run
+  p = summary["provenance"]
+  assert p["jax"] == jax.__version__ and p["platform"] == "cpu"
+  assert p["vae_jax"] and p["flax"] and p["optax"] and p["date"][:2] == "20"
+  # This test runs from a git checkout: its commit (40 hex digits).
+  assert p["git_commit"] is None or len(p["git_commit"].split("+")[0]) == 40
+  assert summary["units"].startswith("nats per example")
+  assert summary["timed_epochs"] == 4 and summary["name"] == ""
+
+
+def test_redirected_progress_is_one_plain_line_per_epoch(capsys):
+  bar = progress.Epochs(0, 3, enabled=True)  # stderr is not a terminal here
+  for epoch in (1, 2, 3):
+    bar.update(epoch, loss=f"{10.0 / epoch:.2f}")
+  bar.close()
+  out = capsys.readouterr()
+  assert "\r" not in out.out + out.err
+  assert out.out.splitlines() == [
+    "epoch 1/3  loss 10.00",
+    "epoch 2/3  loss 5.00",
+    "epoch 3/3  loss 3.33",
+  ]
+
+
+def test_cli_runs_from_any_working_directory(tmp_path):
+  # The script by path, its default config found beside it, from elsewhere.
+  result = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "experiments", "train.py"),
+      "--config.source=digits",
+      "--config.num_epochs=1",
+      "--config.hidden_sizes=(16,)",
+      "--config.latent_dim=2",
+      "--config.batch_size=500",
+      "--config.nll_samples=4",
+      f"--workdir={tmp_path / 'run'}",
+      "--compilation_cache=",
+    ],
+    cwd=tmp_path,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "\r" not in result.stdout
+  assert "epoch 1/1" in result.stdout
+  with open(tmp_path / "run" / "config.json") as f:
+    assert json.load(f)["likelihood"] == "bernoulli"  # default.py's

@@ -23,6 +23,8 @@ def test_usage_snippets_run_and_are_right():
   # Near-zero weights: logits ~ 0 cost D log 2; the KL is ~0.
   np.testing.assert_allclose(namespace["loss"], 784 * math.log(2), rtol=1e-3)
   np.testing.assert_allclose(namespace["recon"], -784 * math.log(2), rtol=1e-6)
-  expected = np.mean(np.sum(-(x - 0.5) ** 2 / 0.2 - 0.5 * np.log(2 * np.pi * 0.1), axis=1))
+  expected = np.mean(
+    np.sum(-((x - 0.5) ** 2) / 0.2 - 0.5 * np.log(2 * np.pi * 0.1), axis=1)
+  )
   np.testing.assert_allclose(namespace["gauss"], expected, rtol=1e-5)
   assert all(jnp.all(jnp.isfinite(g)) for g in namespace["grads"].values())

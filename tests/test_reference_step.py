@@ -17,8 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.configs import default
-from vae_jax import experiment
-from vae_jax import training
+from vae_jax.train import program
+from vae_jax.train import setup
+import pytest
+
+# End to end: every test here trains models (deselect with -m 'not slow').
+pytestmark = pytest.mark.slow
 
 LATENT = 20
 LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
@@ -37,9 +41,11 @@ def plain_loss(params, x, eps):
   mean, log_var = out[:, :LATENT], out[:, LATENT:]
   z = mean + jnp.exp(0.5 * log_var) * eps
   logits = jnp.maximum(z @ w3 + b3, 0) @ w4 + b4
-  log_lik = jnp.sum(x * jax.nn.log_sigmoid(logits)
-                    + (1 - x) * jax.nn.log_sigmoid(-logits), axis=1)
-  kl = 0.5 * jnp.sum(mean ** 2 + jnp.exp(log_var) - 1 - log_var, axis=1)
+  log_lik = jnp.sum(
+    x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits),
+    axis=1,
+  )
+  kl = 0.5 * jnp.sum(mean**2 + jnp.exp(log_var) - 1 - log_var, axis=1)
   return jnp.mean(kl - log_lik)
 
 
@@ -48,10 +54,11 @@ def plain_step(params, m, v, t, x, eps):
   loss, g = jax.value_and_grad(plain_loss)(params, x, eps)
   m = jax.tree.map(lambda m, g: B1 * m + (1 - B1) * g, m, g)
   v = jax.tree.map(lambda v, g: B2 * v + (1 - B2) * g * g, v, g)
-  m_hat = jax.tree.map(lambda m: m / (1 - B1 ** t), m)
-  v_hat = jax.tree.map(lambda v: v / (1 - B2 ** t), v)
-  params = jax.tree.map(lambda p, m, v: p - LR * m / (jnp.sqrt(v) + EPS),
-                        params, m_hat, v_hat)
+  m_hat = jax.tree.map(lambda m: m / (1 - B1**t), m)
+  v_hat = jax.tree.map(lambda v: v / (1 - B2**t), v)
+  params = jax.tree.map(
+    lambda p, m, v: p - LR * m / (jnp.sqrt(v) + EPS), params, m_hat, v_hat
+  )
   return params, m, v, loss
 
 
@@ -63,7 +70,7 @@ def plain_epoch(params, m, v, t, key, raw, batch_size):
   steps = raw.shape[0] // batch_size
   losses = []
   for s, k in enumerate(jax.random.split(step_key, steps)):
-    idx = perm[s * batch_size:(s + 1) * batch_size]
+    idx = perm[s * batch_size : (s + 1) * batch_size]
     data_key, noise_key = jax.random.split(k)
     p = jnp.asarray(raw[idx], jnp.float32) / 255
     x = jax.random.bernoulli(data_key, p).astype(jnp.float32)
@@ -75,48 +82,58 @@ def plain_epoch(params, m, v, t, key, raw, batch_size):
 
 
 class ReferenceStepTest(absltest.TestCase):
-
   def test_optimised_epochs_equal_plain_steps(self):
-    config = default.get_config()     # MLP 784-400-20, Bernoulli, Adam 1e-3
+    config = default.get_config()  # MLP 784-400-20, Bernoulli, Adam 1e-3
     config.batch_size = 64
-    raw = np.random.default_rng(0).integers(0, 256, (64 * 6 + 5, 28, 28, 1),
-                                            dtype=np.uint8)
+    raw = np.random.default_rng(0).integers(
+      0, 256, (64 * 6 + 5, 28, 28, 1), dtype=np.uint8
+    )
     steps = raw.shape[0] // config.batch_size
-    _, graphdef, optimizer, _, state = experiment.initial_state(
-        config, (28, 28, 1), steps)
-    hparams = experiment.config_hyperparameters(config, steps)
-    epoch = training.make_train_epoch(graphdef, optimizer,
-                                      batch_size=config.batch_size,
-                                      protocol="dynamic", levels=256)
+    # The engine's path: a run is a group of one member on one device.
+    head, group, hparams = setup.build_group([config], (28, 28, 1), steps)
+    epoch = program.make_epoch(
+      head.graphdef,
+      head.optimizer,
+      program.make_mesh(jax.devices()[:1]),
+      batch_size=config.batch_size,
+      protocol="dynamic",
+      levels=256,
+    )
 
-    params = jax.tree.map(jnp.copy, state.params)
+    params = jax.tree.map(jnp.copy, head.state.params)
     m = jax.tree.map(jnp.zeros_like, params)
     v = jax.tree.map(jnp.zeros_like, params)
-    t, key = 0, state.key
+    t, key = 0, head.state.key
     for _ in range(3):
-      params, m, v, t, plain_losses = plain_epoch(params, m, v, t, key, raw,
-                                                  config.batch_size)
+      params, m, v, t, plain_losses = plain_epoch(
+        params, m, v, t, key, raw, config.batch_size
+      )
       key = jax.random.split(key, 3)[0]
-      state, metrics = epoch(state, jnp.asarray(raw), hparams)
+      group, metrics = epoch(group, jnp.asarray(raw), hparams)
+      state = program.member(group.train, 0)
       # Float32 rounding apart (summation order, the hand-written
       # derivative): losses to 1e-5 and 99.99% of the parameters to 1e-6 of
       # their tensor's scale (measured: <= 3e-7). Adam amplifies rounding
       # where a gradient is ~0 (m / sqrt(v) of noise), so a handful of
       # entries (2 of 640k here) may differ by up to one step's size, lr,
       # per step taken.
-      np.testing.assert_allclose(metrics["loss"], plain_losses, rtol=1e-5)
-      for ours, plain in zip(jax.tree.leaves(state.params),
-                             jax.tree.leaves(params)):
+      np.testing.assert_allclose(metrics["loss"][0], plain_losses, rtol=1e-5)
+      for ours, plain in zip(
+        jax.tree.leaves(state.params), jax.tree.leaves(params)
+      ):
         diff = np.abs(np.asarray(ours) - np.asarray(plain))
         scale = float(jnp.abs(plain).max())
         self.assertGreaterEqual(np.mean(diff <= 1e-6 * scale), 0.9999)
         self.assertLessEqual(diff.max(), LR * t)
     self.assertEqual(int(state.step), t)
     # The loop really trained: parameters moved far beyond the tolerance.
-    start = jax.tree.leaves(experiment.initial_state(
-        config, (28, 28, 1), steps)[-1].params)
-    moved = max(float(jnp.abs(a - b).max())
-                for a, b in zip(start, jax.tree.leaves(params)))
+    start = jax.tree.leaves(
+      setup.build(config, (28, 28, 1), steps).state.params
+    )
+    moved = max(
+      float(jnp.abs(a - b).max())
+      for a, b in zip(start, jax.tree.leaves(params))
+    )
     self.assertGreater(moved, 1e-2)
 
 

@@ -15,35 +15,58 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
 from experiments.configs import sweep as sweep_configs
-from vae_jax import checkpoints
-from vae_jax import config as config_lib
-from vae_jax import data
-from vae_jax import experiment
 from vae_jax import sweep
-from vae_jax import sweep_experiment
-from vae_jax import training
+from vae_jax.train import checkpoints
+from vae_jax.train import config as config_lib
+from vae_jax.train import data
+from vae_jax.train import experiment
+from vae_jax.train import logs
+from vae_jax.train import program
+from vae_jax.train import results
+from vae_jax.train import setup
+from vae_jax.train import training
+
+# End to end: every test here trains models (deselect with -m 'not slow').
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMING = ("train_seconds", "eval_seconds", "examples_per_second")
+TIMING = ("train_seconds", "eval_seconds", "examples_per_second", "provenance")
 
 
-def tiny_sweep(axes: dict, mode: str = "grid", **base) -> ml_collections.ConfigDict:
+def tiny_sweep(
+  axes: dict, mode: str = "grid", **base
+) -> ml_collections.ConfigDict:
   """A sweep of small Gaussian VAEs on the 8x8 digits' grey levels."""
   c = sweep_configs.get_config("digits")
-  c.base.update(dict(hidden_sizes=(32,), latent_dim=4, batch_size=100,
-                     num_epochs=3, checkpoint_every=1, nll_samples=16,
-                     nll_chunk_size=8, eval_batch_size=128,
-                     progress_bar=False))
+  c.base.update(
+    dict(
+      hidden_sizes=(32,),
+      latent_dim=4,
+      batch_size=100,
+      num_epochs=3,
+      checkpoint_every=1,
+      nll_samples=16,
+      nll_chunk_size=8,
+      eval_batch_size=128,
+      progress_bar=False,
+    )
+  )
   c.base.update(base)
   c.mode = mode
   c.axes = ml_collections.ConfigDict(axes)
   return c
+
+
+def run_sweep(c, workdir) -> list[dict]:
+  """A sweep's rows, as results.json holds them."""
+  return [r.to_dict() for r in sweep.run(c, workdir)]
 
 
 def _without_timing(rows):
@@ -57,42 +80,60 @@ def _assert_rows_close(a, b, rtol):
     for key in ra:
       if isinstance(ra[key], float):
         np.testing.assert_allclose(ra[key], rb[key], rtol=rtol, err_msg=key)
-      elif key != "kl_per_dim":
+      elif key not in ("kl_per_dim", "provenance"):
         assert ra[key] == rb[key], key
 
 
 # --------------------------------------------------------------------------
 # Members and groups.
 
+
 def test_grid_zip_dedupe_and_groups():
   c = tiny_sweep(dict(beta=(0.5, 1.0), sigma2=(0.1, 0.2, 0.4)))
   members = sweep.members(c)
   assert [(m.beta, m.sigma2) for m in members] == [
-      (b, s) for b in (0.5, 1.0) for s in (0.1, 0.2, 0.4)]
-  assert sweep.groups(members) == [list(range(6))]   # one program
+    (b, s) for b in (0.5, 1.0) for s in (0.1, 0.2, 0.4)
+  ]
+  assert sweep.groups(members) == [list(range(6))]  # one program
   # sigma2 means nothing to a Bernoulli decoder: its copies collapse.
-  c = tiny_sweep(dict(likelihood=("gaussian", "bernoulli"),
-                      sigma2=(0.1, 0.2)), protocol="dynamic")
+  c = tiny_sweep(
+    dict(likelihood=("gaussian", "bernoulli"), sigma2=(0.1, 0.2)),
+    protocol="dynamic",
+  )
   members = sweep.members(c)
   assert [(m.likelihood, m.sigma2) for m in members] == [
-      ("gaussian", 0.1), ("gaussian", 0.2), ("bernoulli", c.base.sigma2)]
+    ("gaussian", 0.1),
+    ("gaussian", 0.2),
+    ("bernoulli", c.base.sigma2),
+  ]
   assert sweep.groups(members) == [[0, 1], [2]]
   c = tiny_sweep(dict(beta=(0.5, 1.0, 2.0), seed=(7,)), mode="zip")
   assert [(m.beta, m.seed) for m in sweep.members(c)] == [
-      (0.5, 7), (1.0, 7), (2.0, 7)]
-  assert sweep.padded_size(12, 8) == 16 and sweep.padded_size(8, 8) == 8
-  assert sweep.padded_size(3, 1) == 3
+    (0.5, 7),
+    (1.0, 7),
+    (2.0, 7),
+  ]
+  assert program.padded_size(12, 8) == 16 and program.padded_size(8, 8) == 8
+  assert program.padded_size(3, 1) == 3
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(
+  "change, message",
+  [
     (dict(axes=dict(betta=(1.0,))), "config.axes.betta is not a training"),
     (dict(axes=dict(beta=())), "config.axes.beta must be a non-empty tuple"),
-    (dict(axes=dict(beta=(1.0, 2.0), seed=(0, 1, 2)), mode="zip"),
-     "mode 'zip' needs"),
+    (
+      dict(axes=dict(beta=(1.0, 2.0), seed=(0, 1, 2)), mode="zip"),
+      "mode 'zip' needs",
+    ),
     (dict(mode="random"), "config.mode must be one of"),
-    (dict(axes=dict(beta=(1.0, -1.0))), r"sweep member 1 \(beta=-1.0\): "
-     r"config.beta must be a number >= 0"),
-])
+    (
+      dict(axes=dict(beta=(1.0, -1.0))),
+      r"sweep member 1 \(beta=-1.0\): "
+      r"config.beta must be a number >= 0",
+    ),
+  ],
+)
 def test_bad_sweep_configs_are_named(change, message):
   c = tiny_sweep(dict(beta=(1.0,)))
   if "axes" in change:
@@ -106,6 +147,7 @@ def test_bad_sweep_configs_are_named(change, message):
 # --------------------------------------------------------------------------
 # The program: vmapped == one by one; sharded == unsharded.
 
+
 def _group(c):
   members = sweep.members(c)
   dataset = data.load(c.base.source, c.base.protocol)
@@ -116,66 +158,89 @@ def _group(c):
 def _train_sweep(c, mesh, epochs):
   members, dataset, steps = _group(c)
   k = len(members)
-  padded = members + [members[0]] * (sweep.padded_size(k, mesh.size) - k)
-  graphdef, optimizer, state, hparams = sweep.initial_sweep_state(
-      padded, dataset.image_shape, steps)
-  on_members = sweep.member_sharding(mesh)
-  state = sweep.place(state, on_members)
-  hparams = sweep.place(hparams, on_members)
-  raw = sweep.place(dataset.train, sweep.replicated(mesh))
-  epoch = sweep.make_sweep_epoch(graphdef, optimizer, mesh,
-                                 batch_size=c.base.batch_size,
-                                 protocol=dataset.protocol,
-                                 levels=dataset.levels)
+  padded = members + [members[0]] * (program.padded_size(k, mesh.size) - k)
+  head, state, hparams = setup.build_group(padded, dataset.image_shape, steps)
+  on_members = program.member_sharding(mesh)
+  state = program.place(state, on_members)
+  hparams = program.place(hparams, on_members)
+  raw = program.place(dataset.train, program.replicated(mesh))
+  epoch = program.make_epoch(
+    head.graphdef,
+    head.optimizer,
+    mesh,
+    batch_size=c.base.batch_size,
+    protocol=dataset.protocol,
+    levels=dataset.levels,
+  )
   for _ in range(epochs):
     state, metrics = epoch(state, raw, hparams)
-  return jax.tree.map(lambda v: v[:k], sweep.gather((state, metrics))), state
+  return jax.tree.map(lambda v: v[:k], program.gather((state, metrics))), state
 
 
 def test_vmapped_sweep_equals_members_one_by_one():
-  c = tiny_sweep(dict(beta=(0.5, 2.0), sigma2=(0.02, 0.1), seed=(0, 3)),
-                 mode="zip")
-  (state, metrics), _ = _train_sweep(c, sweep.make_mesh(jax.devices()[:1]), 2)
+  c = tiny_sweep(
+    dict(beta=(0.5, 2.0), sigma2=(0.02, 0.1), seed=(0, 3)), mode="zip"
+  )
+  (state, metrics), _ = _train_sweep(c, program.make_mesh(jax.devices()[:1]), 2)
   members, dataset, steps = _group(c)
   raw = jax.device_put(dataset.train)
   for m, member in enumerate(members):
-    _, graphdef, optimizer, _, single = experiment.initial_state(
-        member, dataset.image_shape, steps)
-    hparams = experiment.config_hyperparameters(member, steps)
-    epoch = jax.jit(functools.partial(
-        training.train_epoch, graphdef, optimizer, batch_size=100,
-        protocol=dataset.protocol, levels=dataset.levels))
+    built = setup.build(member, dataset.image_shape, steps)
+    single, hparams = built.state, built.hparams
+    epoch = jax.jit(
+      functools.partial(
+        training.train_epoch,
+        built.graphdef,
+        built.optimizer,
+        batch_size=100,
+        protocol=dataset.protocol,
+        levels=dataset.levels,
+      )
+    )
     for _ in range(2):
       single, single_metrics = epoch(single, raw, hparams)
-    np.testing.assert_allclose(metrics["loss"][m], single_metrics["loss"],
-                               rtol=2e-5)
-    for a, b in zip(jax.tree.leaves(state.train.params),
-                    jax.tree.leaves(single.params)):
+    np.testing.assert_allclose(
+      metrics["loss"][m], single_metrics["loss"], rtol=2e-5
+    )
+    for a, b in zip(
+      jax.tree.leaves(state.train.params), jax.tree.leaves(single.params)
+    ):
       np.testing.assert_allclose(a[m], b, rtol=1e-4, atol=1e-6)
-    np.testing.assert_array_equal(state.train.key[m],
-                                  jax.random.key_data(single.key))
+    np.testing.assert_array_equal(
+      state.train.key[m], jax.random.key_data(single.key)
+    )
   # The members really differ (different beta, sigma2 and seed).
   assert not np.allclose(metrics["loss"][0], metrics["loss"][1])
 
 
-@pytest.mark.parametrize("num_shards,members_at_once", [(1, 2), (1, 4),
-                                                         (2, 2), (3, 1)])
+@pytest.mark.parametrize(
+  "num_shards,members_at_once", [(1, 2), (1, 4), (2, 2), (3, 1)]
+)
 def test_members_at_once_equals_all_vmapped(num_shards, members_at_once):
   # 6 members: groups of 2 or 4 (a remainder of 2) within 1, 2 or 3 shards.
   c = tiny_sweep(dict(beta=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0)))
   members, dataset, steps = _group(c)
-  graphdef, optimizer, state, hparams = sweep.initial_sweep_state(
-      members, dataset.image_shape, steps)
+  head, state, hparams = setup.build_group(members, dataset.image_shape, steps)
   raw = jax.device_put(dataset.train)
 
   def run(**kw):
-    epoch = jax.jit(functools.partial(
-        sweep.sweep_epoch, graphdef, optimizer, batch_size=100,
-        protocol=dataset.protocol, levels=dataset.levels, **kw))
+    epoch = jax.jit(
+      functools.partial(
+        program.group_epoch,
+        head.graphdef,
+        head.optimizer,
+        batch_size=100,
+        protocol=dataset.protocol,
+        levels=dataset.levels,
+        **kw,
+      )
+    )
     return epoch(state, raw, hparams)
+
   all_state, all_metrics = run()
-  state_n, metrics_n = run(num_shards=num_shards,
-                           members_at_once=members_at_once)
+  state_n, metrics_n = run(
+    num_shards=num_shards, members_at_once=members_at_once
+  )
   np.testing.assert_allclose(metrics_n["loss"], all_metrics["loss"], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(state_n), jax.tree.leaves(all_state)):
     if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
@@ -185,13 +250,13 @@ def test_members_at_once_equals_all_vmapped(num_shards, members_at_once):
 
 
 def test_sharded_sweep_equals_unsharded():
-  c = tiny_sweep(dict(beta=(0.25, 0.5, 1.0, 2.0, 4.0)))   # 5 -> padded to 8
-  (one, m1), _ = _train_sweep(c, sweep.make_mesh(jax.devices()[:1]), 2)
-  (eight, m8), placed = _train_sweep(c, sweep.make_mesh(), 2)
+  c = tiny_sweep(dict(beta=(0.25, 0.5, 1.0, 2.0, 4.0)))  # 5 -> padded to 8
+  (one, m1), _ = _train_sweep(c, program.make_mesh(jax.devices()[:1]), 2)
+  (eight, m8), placed = _train_sweep(c, program.make_mesh(), 2)
   assert len(jax.devices()) == 8
   leaf = jax.tree.leaves(placed.train.params)[0]
   assert len(leaf.sharding.device_set) == 8 and leaf.shape[0] == 8
-  assert leaf.addressable_shards[0].data.shape[0] == 1   # one member each
+  assert leaf.addressable_shards[0].data.shape[0] == 1  # one member each
   np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -200,17 +265,18 @@ def test_sharded_sweep_equals_unsharded():
 # --------------------------------------------------------------------------
 # Whole sweeps through the driver.
 
+
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
   # Member 1's sigma^2 is 1e-45: every loss is infinite, so it diverges at
   # step 1; the others must finish as if it were not there.
   c = tiny_sweep(dict(beta=(0.5, 1.0), sigma2=(0.05, 1e-45)))
   workdir = str(tmp_path_factory.mktemp("sweep"))
-  return c, workdir, sweep_experiment.run(c, workdir)
+  return c, workdir, run_sweep(c, workdir)
 
 
 def test_sweep_writes_results_and_figures(finished_sweep):
-  c, workdir, rows = finished_sweep
+  _, workdir, rows = finished_sweep
   assert [r["member"] for r in rows] == [0, 1, 2, 3]
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f) == json.loads(json.dumps(rows))
@@ -222,8 +288,14 @@ def test_sweep_writes_results_and_figures(finished_sweep):
       # Not scored: its test columns are empty.
       assert row["test_nll"] is None and line["test_nll"] == ""
       continue
-    for key in ("test_rate", "test_distortion", "test_elbo", "test_nll",
-                "beta", "sigma2"):
+    for key in (
+      "test_rate",
+      "test_distortion",
+      "test_elbo",
+      "test_nll",
+      "beta",
+      "sigma2",
+    ):
       assert float(line[key]) == pytest.approx(row[key], rel=1e-12), key
     assert line["diverged"] == str(row["diverged"])
   good = [r for r in rows if not r["diverged"]]
@@ -231,32 +303,44 @@ def test_sweep_writes_results_and_figures(finished_sweep):
     # ELBO = -(rate + distortion); NLL <= -ELBO (to IWAE's noise); the
     # squared error is what the Gaussian distortion is made of.
     assert r["test_elbo"] == pytest.approx(
-        -(r["test_rate"] + r["test_distortion"]), rel=1e-6)  # f32 terms
+      -(r["test_rate"] + r["test_distortion"]), rel=1e-6
+    )  # f32 terms
     assert r["test_nll"] <= -r["test_elbo"] + 0.5
     d = 64
     assert r["test_distortion"] == pytest.approx(
-        r["test_sse"] / (2 * r["sigma2"])
-        + d / 2 * np.log(2 * np.pi * r["sigma2"]), rel=1e-6)
+      r["test_sse"] / (2 * r["sigma2"])
+      + d / 2 * np.log(2 * np.pi * r["sigma2"]),
+      rel=1e-6,
+    )
     assert r["bits_per_dim"] == pytest.approx(
-        (r["test_nll"] + d * np.log(17)) / (d * np.log(2)), rel=1e-9)
+      (r["test_nll"] + d * np.log(17)) / (d * np.log(2)), rel=1e-9
+    )
   for name in ("rate_distortion", "heatmap_rate", "heatmap_sse"):
     with Image.open(os.path.join(workdir, "figures", f"{name}.png")) as im:
       assert im.size[0] > 100
-  records = [json.loads(l) for l in open(
-      os.path.join(workdir, "groups", "000", "metrics.jsonl"))]
-  assert [r["epoch"] for r in records] == [1, 2, 3]
-  assert all(r["members_alive"] == 2 for r in records)
+  records = logs.read_records(
+    os.path.join(workdir, "groups", "000", "metrics.jsonl")
+  )
+  # One record per member per epoch, named by the member's hyperparameters.
+  assert [(r["epoch"], r["member"]) for r in records] == [
+    (e, f"beta={b},sigma2={s}")
+    for e in (1, 2, 3)
+    for b in (0.5, 1.0)
+    for s in (0.05, 1e-45)
+  ]
+  assert [r["alive"] for r in records] == [True, False] * 6
 
 
-def test_a_diverged_member_is_frozen_and_the_rest_finish(finished_sweep,
-                                                         tmp_path):
+def test_a_diverged_member_is_frozen_and_the_rest_finish(
+  finished_sweep, tmp_path
+):
   _, _, rows = finished_sweep
   assert [r["diverged"] for r in rows] == [False, True, False, True]
   assert [r["diverged_step"] for r in rows] == [None, 1, None, 1]
   assert rows[1]["steps"] == 0 and rows[0]["steps"] == 3 * 14
   # The survivors equal a sweep without the diverged members.
   alone = tiny_sweep(dict(beta=(0.5, 1.0), sigma2=(0.05,)))
-  clean = sweep_experiment.run(alone, str(tmp_path))
+  clean = run_sweep(alone, str(tmp_path))
   for r, ref in zip([rows[0], rows[2]], clean):
     for key in ("test_rate", "test_distortion", "test_nll", "test_elbo"):
       assert r[key] == pytest.approx(ref[key], rel=1e-5), key
@@ -267,93 +351,136 @@ def test_members_equal_single_runs(finished_sweep, tmp_path):
   c, _, rows = finished_sweep
   member = sweep.members(c)[2]
   assert (member.beta, member.sigma2) == (1.0, 0.05)
-  summary = experiment.train_and_evaluate(member, str(tmp_path))
+  summary = experiment.train_and_evaluate(member, str(tmp_path)).to_dict()
   for key in ("rate", "distortion", "elbo", "nll"):
-    assert rows[2][f"test_{key}"] == pytest.approx(summary[f"test_{key}"],
-                                                   rel=1e-4), key
+    assert rows[2][f"test_{key}"] == pytest.approx(
+      summary[f"test_{key}"], rel=1e-4
+    ), key
   assert rows[2]["active_units"] == summary["active_units"]
-  assert rows[2]["bits_per_dim"] == pytest.approx(summary["bits_per_dim"],
-                                                  rel=1e-4)
+  assert rows[2]["bits_per_dim"] == pytest.approx(
+    summary["bits_per_dim"], rel=1e-4
+  )
 
 
 def test_interrupted_sweep_resumes_to_the_same_results(tmp_path, monkeypatch):
   c = tiny_sweep(dict(beta=(0.5, 2.0)), num_epochs=4)
-  reference = sweep_experiment.run(c, str(tmp_path / "whole"))
+  reference = run_sweep(c, str(tmp_path / "whole"))
   save = checkpoints.Checkpointer.save
 
   def save_then_die(self, epoch, state):
     save(self, epoch, state)
     if epoch == 2:
       raise KeyboardInterrupt("killed after the checkpoint of epoch 2")
+
   monkeypatch.setattr(checkpoints.Checkpointer, "save", save_then_die)
   workdir = str(tmp_path / "cut")
   with pytest.raises(KeyboardInterrupt):
-    sweep_experiment.run(c, workdir)
+    run_sweep(c, workdir)
   monkeypatch.undo()
   assert not os.path.exists(os.path.join(workdir, "results.csv"))
-  resumed = sweep_experiment.run(c, workdir)
+  resumed = run_sweep(c, workdir)
   assert _without_timing(resumed) == _without_timing(reference)
-  records = [json.loads(l) for l in open(
-      os.path.join(workdir, "groups", "000", "metrics.jsonl"))]
-  assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+  records = logs.read_records(
+    os.path.join(workdir, "groups", "000", "metrics.jsonl")
+  )
+  assert [r["epoch"] for r in records] == [1, 1, 2, 2, 3, 3, 4, 4]
   # A finished sweep is read back, not retrained; a changed axis is refused.
-  assert _without_timing(sweep_experiment.run(c, workdir)) == \
-      _without_timing(reference)
+  assert _without_timing(run_sweep(c, workdir)) == _without_timing(reference)
   c.axes.beta = (0.5, 4.0)
-  with pytest.raises(config_lib.ConfigError, match=r"sweep with a different config \(axes: saved \{'beta': \[0.5, 2.0\]\}, now \{'beta': \(0.5, 4.0\)\}\)"):
-    sweep_experiment.run(c, workdir)
+  with pytest.raises(
+    config_lib.ConfigError,
+    match=r"sweep with a different config \(axes: saved \{'beta': \[0.5, 2.0\]\}, now \{'beta': \(0.5, 4.0\)\}\)",
+  ):
+    run_sweep(c, workdir)
 
 
 def test_groups_of_different_likelihoods_run_one_after_another(tmp_path):
-  c = tiny_sweep(dict(likelihood=("gaussian", "continuous_bernoulli"),
-                      beta=(0.5, 1.0), sigma2=(0.05,)), num_epochs=1)
-  rows = sweep_experiment.run(c, str(tmp_path))
+  c = tiny_sweep(
+    dict(
+      likelihood=("gaussian", "continuous_bernoulli"),
+      beta=(0.5, 1.0),
+      sigma2=(0.05,),
+    ),
+    num_epochs=1,
+  )
+  rows = run_sweep(c, str(tmp_path))
   # Axes combine in alphabetical order (beta before likelihood).
   assert [(r["likelihood"], r["beta"], r["group"]) for r in rows] == [
-      ("gaussian", 0.5, 0), ("continuous_bernoulli", 0.5, 1),
-      ("gaussian", 1.0, 0), ("continuous_bernoulli", 1.0, 1)]
+    ("gaussian", 0.5, 0),
+    ("continuous_bernoulli", 0.5, 1),
+    ("gaussian", 1.0, 0),
+    ("continuous_bernoulli", 1.0, 1),
+  ]
   assert rows[1]["sigma2"] is None and rows[1]["test_sse"] is None
   assert rows[0]["sigma2"] == 0.05
   assert all(np.isfinite(r["test_nll"]) for r in rows)
 
 
 def test_learned_sigma2_members_match_single_runs(tmp_path):
-  c = tiny_sweep(dict(beta=(0.5, 1.0)), sigma2_mode="learned", sigma2=0.1,
-                 num_epochs=2)
-  rows = sweep_experiment.run(c, str(tmp_path / "sweep"))
-  summary = experiment.train_and_evaluate(sweep.members(c)[1],
-                                          str(tmp_path / "single"))
-  assert rows[1]["eval_sigma2"] == pytest.approx(summary["eval_sigma2"],
-                                                 rel=1e-5)
+  c = tiny_sweep(
+    dict(beta=(0.5, 1.0)), sigma2_mode="learned", sigma2=0.1, num_epochs=2
+  )
+  rows = run_sweep(c, str(tmp_path / "sweep"))
+  summary = experiment.train_and_evaluate(
+    sweep.members(c)[1], str(tmp_path / "single")
+  ).to_dict()
+  assert rows[1]["eval_sigma2"] == pytest.approx(
+    summary["eval_sigma2"], rel=1e-5
+  )
   assert rows[1]["eval_sigma2"] != pytest.approx(0.1, rel=1e-3)  # it moved
   assert rows[1]["test_nll"] == pytest.approx(summary["test_nll"], rel=1e-4)
   # The squared error behind the distortion, at the learned sigma^2.
   s2 = rows[1]["eval_sigma2"]
   assert rows[1]["test_distortion"] == pytest.approx(
-      rows[1]["test_sse"] / (2 * s2) + 32 * np.log(2 * np.pi * s2), rel=1e-5)
+    rows[1]["test_sse"] / (2 * s2) + 32 * np.log(2 * np.pi * s2), rel=1e-5
+  )
 
 
-def test_fitted_sigma2_matches_the_single_run_formula():
+def test_fitted_sigma2_is_the_training_mse_of_one_reconstruction():
+  # sigma-VAE's sigma^2 on the TRAINING images, against NumPy (float64): the
+  # same images and noise, encoder and decoder applied by hand.
   c = tiny_sweep(dict(seed=(0, 1)), sigma2_mode="optimal")
   members, dataset, steps = _group(c)
-  mesh = sweep.make_mesh()
+  mesh = program.make_mesh()
   padded = members + [members[0]] * 6
-  graphdef, _, state, _ = sweep.initial_sweep_state(
-      padded, dataset.image_shape, steps)
-  params = sweep.place(state.train.params, sweep.member_sharding(mesh))
+  head, state, _ = setup.build_group(padded, dataset.image_shape, steps)
+  params = program.place(state.train.params, program.member_sharding(mesh))
   raw = jax.device_put(dataset.train)
-  fitted = sweep.fitted_sigma2(graphdef, mesh, params, raw, dataset,
-                               latent_dim=4, eval_seed=0, min_sigma2=1e-4,
-                               chunk=300)
-  for m, member in enumerate(members):
-    single = jax.tree.map(lambda p: p[m], state.train.params)
-    expected = experiment.eval_sigma2(member, graphdef, single, raw, dataset)
-    assert fitted[m] == pytest.approx(expected, rel=1e-5)
+  fitted = program.fitted_sigma2(
+    head.graphdef,
+    mesh,
+    params,
+    raw,
+    dataset,
+    latent_dim=4,
+    eval_seed=0,
+    min_sigma2=1e-4,
+    chunk=300,
+  )
+  data_key, noise_key = jax.random.split(jax.random.key(0))
+  x = np.asarray(
+    data.to_unit_interval(data_key, raw, dataset.protocol, dataset.levels),
+    np.float64,
+  )
+  eps = np.asarray(
+    jax.random.normal(noise_key, (len(x), 4), jnp.float32), np.float64
+  )
+  for m in range(2):
+    p = jax.tree.map(lambda v: np.asarray(v[m], np.float64), state.train.params)
+    enc = [p["encoder"]["layers"][i] for i in (0, 1)]
+    dec = [p["decoder"]["layers"][i] for i in (0, 1)]
+    dense = lambda h, layer: h @ layer["kernel"] + layer["bias"]
+    h = dense(np.maximum(dense(x.reshape(len(x), -1), enc[0]), 0), enc[1])
+    z = h[:, :4] + np.exp(0.5 * h[:, 4:]) * eps
+    logits = dense(np.maximum(dense(z, dec[0]), 0), dec[1])
+    mse = np.mean((x.reshape(len(x), -1) - 1 / (1 + np.exp(-logits))) ** 2)
+    assert fitted[m] == pytest.approx(max(mse, 1e-4), rel=1e-5)
   assert fitted[0] != pytest.approx(fitted[1], rel=1e-3)
 
 
 # --------------------------------------------------------------------------
 # The sigma^2-beta equivalence.
+
 
 def test_equal_sigma2_beta_members_end_at_the_same_rate_and_error(tmp_path):
   # (1/(2 s)) SSE + b KL = [SSE + 2 s b KL] / (2 s): members with equal s*b
@@ -362,9 +489,9 @@ def test_equal_sigma2_beta_members_end_at_the_same_rate_and_error(tmp_path):
   # share init, data and noise, so they follow the same path up to eps and
   # float rounding; members with a different s*b do not.
   c = tiny_sweep(dict(beta=(0.25, 1.0), sigma2=(0.01, 0.04)), num_epochs=10)
-  rows = sweep_experiment.run(c, str(tmp_path))
+  rows = run_sweep(c, str(tmp_path))
   by = {(r["beta"], r["sigma2"]): r for r in rows}
-  a, b = by[(0.25, 0.04)], by[(1.0, 0.01)]      # 2 s b = 0.02 for both
+  a, b = by[(0.25, 0.04)], by[(1.0, 0.01)]  # 2 s b = 0.02 for both
   others = [by[(0.25, 0.01)], by[(1.0, 0.04)]]  # 0.005 and 0.08
   for key in ("test_rate", "test_sse"):
     gap = abs(a[key] - b[key])
@@ -382,6 +509,7 @@ def test_equal_sigma2_beta_members_end_at_the_same_rate_and_error(tmp_path):
 # --------------------------------------------------------------------------
 # Two processes under jax.distributed == one process.
 
+
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))
@@ -389,28 +517,52 @@ def _free_port() -> int:
 
 
 def _sweep_cli(workdir, devices, *extra):
-  env = dict(os.environ, XLA_FLAGS=(
-      f"--xla_force_host_platform_device_count={devices}"),
-             JAX_PLATFORMS="cpu")
-  cmd = [sys.executable, "-m", "experiments.sweep",
-         "--config=experiments/configs/sweep.py:digits",
-         "--config.base.hidden_sizes=(32,)", "--config.base.latent_dim=4",
-         "--config.base.batch_size=100", "--config.base.num_epochs=2",
-         "--config.base.nll_samples=16", "--config.base.nll_chunk_size=8",
-         "--config.base.progress_bar=False",
-         "--config.axes.beta=(0.5, 1.0, 2.0)",
-         "--config.axes.sigma2=(0.05,)",
-         f"--workdir={workdir}", "--compilation_cache=", *extra]
-  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  env = dict(
+    os.environ,
+    XLA_FLAGS=(f"--xla_force_host_platform_device_count={devices}"),
+    JAX_PLATFORMS="cpu",
+  )
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.sweep",
+    "--config=experiments/configs/sweep.py:digits",
+    "--config.base.hidden_sizes=(32,)",
+    "--config.base.latent_dim=4",
+    "--config.base.batch_size=100",
+    "--config.base.num_epochs=2",
+    "--config.base.nll_samples=16",
+    "--config.base.nll_chunk_size=8",
+    "--config.base.progress_bar=False",
+    "--config.axes.beta=(0.5, 1.0, 2.0)",
+    "--config.axes.sigma2=(0.05,)",
+    f"--workdir={workdir}",
+    "--compilation_cache=",
+    *extra,
+  ]
+  return subprocess.Popen(
+    cmd,
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
 
 
 def test_two_processes_give_the_results_of_one(tmp_path):
   one = _sweep_cli(tmp_path / "one", 4)
   port = _free_port()
-  two = [_sweep_cli(tmp_path / "two", 2, f"--coordinator_address=localhost:"
-                    f"{port}", "--num_processes=2", f"--process_id={i}")
-         for i in range(2)]
+  two = [
+    _sweep_cli(
+      tmp_path / "two",
+      2,
+      f"--coordinator_address=localhost:{port}",
+      "--num_processes=2",
+      f"--process_id={i}",
+    )
+    for i in range(2)
+  ]
   outputs = []
   try:
     for p in [one] + two:
@@ -430,9 +582,91 @@ def test_two_processes_give_the_results_of_one(tmp_path):
 
 
 def test_cli_table_leaves_diverged_cells_empty(finished_sweep):
-  lines = sweep_experiment.format_table(finished_sweep[2]).splitlines()
-  assert lines[0].split() == ["member", "likelihood", "beta", "sigma2", "seed",
-                              "rate", "distortion", "sse", "nll", "units",
-                              "diverged"]
+  rows = [results.Result(**r) for r in finished_sweep[2]]
+  lines = results.format_table(rows).splitlines()
+  assert lines[0].split() == [
+    "member",
+    "likelihood",
+    "beta",
+    "sigma2",
+    "seed",
+    "elbo",
+    "rate",
+    "distortion",
+    "sse",
+    "nll",
+    "units",
+    "diverged",
+  ]
   assert lines[2].split() == ["1", "gaussian", "0.5", "1e-45", "0", "True"]
-  assert len(lines[1].split()) == 11
+  assert lines[1].split()[5] == f"{finished_sweep[2][0]['test_elbo']:.3f}"
+  assert len(lines[1].split()) == 12
+
+
+# --------------------------------------------------------------------------
+# What a sweep gains from sharing the single run's engine.
+
+
+def test_sweep_members_get_periodic_test_elbo_and_named_tensorboard_runs(
+  tmp_path,
+):
+  c = tiny_sweep(
+    dict(beta=(0.5, 1.0), sigma2=(0.01, 0.04)), num_epochs=4, eval_every=2
+  )
+  c.member_figures = True
+  rows = run_sweep(c, str(tmp_path))
+  group = tmp_path / "groups" / "000"
+  records = logs.read_records(str(group / "metrics.jsonl"))
+  names = [f"beta={b},sigma2={s}" for b in (0.5, 1.0) for s in (0.01, 0.04)]
+  assert [r["name"] for r in rows] == names
+  for epoch in (1, 2, 3, 4):
+    got = {r["member"]: r for r in records if r["epoch"] == epoch}
+    assert sorted(got) == sorted(names)
+    for r in got.values():
+      assert ("test_elbo" in r) == (epoch % 2 == 0), (epoch, r)
+  # The last periodic test ELBO is the final one (same key, same sample).
+  for row in rows:
+    last = [r for r in records if r["member"] == row["name"]][-1]
+    assert last["test_elbo"] == pytest.approx(row["test_elbo"], rel=1e-5)
+    assert last["test_elbo"] == pytest.approx(
+      -(last["test_rate"] + last["test_distortion"]), rel=1e-6
+    )
+  # One TensorBoard run per member, named by its hyperparameters, with an
+  # hparams summary; per-member figures on request.
+  assert sorted(os.listdir(group / "tensorboard")) == sorted(names)
+  scalars = _tensorboard_scalars(group / "tensorboard" / names[0])
+  assert [step for step, _ in scalars["test_elbo"]] == [2, 4]
+  assert scalars["test_elbo"][-1][1] == pytest.approx(
+    [r for r in records if r["member"] == names[0]][-1]["test_elbo"]
+  )
+  assert "hparam/test_nll" in scalars
+  for name in names:
+    with Image.open(group / "figures" / name / "reconstructions.png") as im:
+      assert im.size[0] > 100
+  # The config's sigma^2 as given: 0.01, not float32's 0.009999999776.
+  with open(tmp_path / "results.csv") as f:
+    table = list(csv.DictReader(f))
+  assert [t["eval_sigma2"] for t in table] == ["0.01", "0.04"] * 2
+  assert rows[0]["provenance"]["jax"] == jax.__version__
+
+
+def _tensorboard_scalars(directory) -> dict[str, list]:
+  """{tag: [(step, value), ...]} of the event files in ``directory``, read
+  with tensorboardX's protos (TFRecord framing: length, crc, data, crc)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+
+  out = {}
+  for name in sorted(os.listdir(directory)):
+    if not name.startswith("events.out.tfevents"):
+      continue
+    with open(os.path.join(directory, name), "rb") as f:
+      blob = f.read()
+    pos = 0
+    while pos < len(blob):
+      length = int.from_bytes(blob[pos : pos + 8], "little")
+      event = event_pb2.Event.FromString(blob[pos + 12 : pos + 12 + length])
+      pos += 16 + length
+      for value in event.summary.value:
+        if value.HasField("simple_value"):
+          out.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return out

@@ -74,10 +74,12 @@ def test_bce_from_probs_clamps_like_torch_at_zero_and_one(dtype):
   # p = 0 and p = 1 exactly, against hard and soft targets: each clamped log
   # contributes -100 times its weight, in torch and in ours.
   probs[:, :8] = [0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
-  per_example = _np(F.binary_cross_entropy(_t(probs), _t(x),
-                                           reduction="none").sum(-1))
-  got = vae_jax.batched(vae_jax.bernoulli_log_likelihood_from_probs,
-                        reduction="none")(x, probs)
+  per_example = _np(
+    F.binary_cross_entropy(_t(probs), _t(x), reduction="none").sum(-1)
+  )
+  got = vae_jax.batched(
+    vae_jax.bernoulli_log_likelihood_from_probs, reduction="none"
+  )(x, probs)
   _assert_close(-got, per_example, dtype)
   # Hand check of the clamp on one example: x=0,p=0 -> 0; x=1,p=0 -> 100;
   # x=0,p=1 -> 100; x=1,p=1 -> 0.
@@ -85,8 +87,9 @@ def test_bce_from_probs_clamps_like_torch_at_zero_and_one(dtype):
   ends = np.array([0.0, 0.0, 1.0, 1.0], dtype)
   torch_ends = _np(F.binary_cross_entropy(_t(ends), _t(one), reduction="sum"))
   np.testing.assert_allclose(torch_ends, 200.0)
-  _assert_close(-vae_jax.bernoulli_log_likelihood_from_probs(one, ends),
-                torch_ends, dtype)
+  _assert_close(
+    -vae_jax.bernoulli_log_likelihood_from_probs(one, ends), torch_ends, dtype
+  )
 
 
 def test_bce_from_probs_tiny_probs_float64():
@@ -105,8 +108,9 @@ def test_bce_from_probs_small_p_matches_torch_log1p(dtype):
   probs = np.array([1e-3, 1e-6, 1e-10, 1e-17, 1e-30], dtype)[:, None]
   x = np.zeros_like(probs)
   expected = _np(F.binary_cross_entropy(_t(probs), _t(x), reduction="none"))
-  got = vae_jax.batched(vae_jax.bernoulli_log_likelihood_from_probs,
-                        reduction="none")(x, probs)
+  got = vae_jax.batched(
+    vae_jax.bernoulli_log_likelihood_from_probs, reduction="none"
+  )(x, probs)
   _assert_close(-got, expected[:, 0], dtype, rtol=4 * np.finfo(dtype).eps)
 
 
@@ -119,13 +123,15 @@ EXTREME_LOGITS = [1e3, -1e3, 104.0, -104.0, 88.0, -88.0, 30.0, -30.0, 0.0]
 def test_bce_with_logits_matches_torch(dtype):
   rng = _rng(2)
   logits = rng.normal(0.0, 4.0, (B, D)).astype(dtype)
-  logits[:, :len(EXTREME_LOGITS)] = EXTREME_LOGITS
-  logits[:, len(EXTREME_LOGITS):2 * len(EXTREME_LOGITS)] = EXTREME_LOGITS
+  logits[:, : len(EXTREME_LOGITS)] = EXTREME_LOGITS
+  logits[:, len(EXTREME_LOGITS) : 2 * len(EXTREME_LOGITS)] = EXTREME_LOGITS
   x = rng.random((B, D)).astype(dtype)
-  x[:, :len(EXTREME_LOGITS)] = 0.0
-  x[:, len(EXTREME_LOGITS):2 * len(EXTREME_LOGITS)] = 1.0
-  expected = _np(F.binary_cross_entropy_with_logits(
-      _t(logits), _t(x), reduction="sum")) / B
+  x[:, : len(EXTREME_LOGITS)] = 0.0
+  x[:, len(EXTREME_LOGITS) : 2 * len(EXTREME_LOGITS)] = 1.0
+  expected = (
+    _np(F.binary_cross_entropy_with_logits(_t(logits), _t(x), reduction="sum"))
+    / B
+  )
   got = vae_jax.batched(vae_jax.bernoulli_log_likelihood)(x, logits)
   assert np.isfinite(got)
   _assert_close(-got, expected, dtype)
@@ -139,16 +145,18 @@ def test_bce_with_logits_single_extreme_pixel(dtype, logit, target):
   # the tiny ones (x = 0, l = -30: softplus(-30) = 9.36e-14).
   x = np.full((1, 1), target, dtype)
   logits = np.full((1, 1), logit, dtype)
-  expected = _np(F.binary_cross_entropy_with_logits(
-      _t(logits), _t(x), reduction="sum"))
+  expected = _np(
+    F.binary_cross_entropy_with_logits(_t(logits), _t(x), reduction="sum")
+  )
   got = vae_jax.batched(vae_jax.bernoulli_log_likelihood)(x, logits)
   eps = np.finfo(dtype).eps
   # torch computes (1 - x) l - log_sigmoid(l), which cancels two numbers of
   # size |l| when the result is tiny: its error is absolute, ~eps |l| (it
   # returns 0 for x = 0, l = -104 where the value is 6.8e-46, and is 1.3% off
   # at l = -30 in float64). So against torch: eps |l| absolute.
-  _assert_close(-got, expected, dtype, rtol=4 * eps,
-                atol=4 * eps * (1 + abs(logit)))
+  _assert_close(
+    -got, expected, dtype, rtol=4 * eps, atol=4 * eps * (1 + abs(logit))
+  )
   # Ours has no such cancellation: it matches the exact value, computed in
   # float64 with logaddexp, to a few ulp relative. The only exception is a
   # float32 result below the smallest normal (x = 1, l = 88: e^-88 = 6e-39),
@@ -162,14 +170,17 @@ def test_bce_with_logits_single_extreme_pixel(dtype, logit, target):
 def test_bce_with_logits_gradient_matches_torch_autograd(dtype):
   rng = _rng(3)
   logits = rng.normal(0.0, 4.0, (B, D)).astype(dtype)
-  logits[:, :len(EXTREME_LOGITS)] = EXTREME_LOGITS
+  logits[:, : len(EXTREME_LOGITS)] = EXTREME_LOGITS
   x = rng.random((B, D)).astype(dtype)
   x[:, :3] = [0.0, 1.0, 0.5]
   logits_t = _t(logits.copy()).requires_grad_(True)
   loss = F.binary_cross_entropy_with_logits(logits_t, _t(x), reduction="sum")
   (torch_grad,) = torch.autograd.grad(loss, logits_t)
-  loss_fn = lambda l: -vae_jax.batched(  # pylint: disable=g-long-lambda
-      vae_jax.bernoulli_log_likelihood, reduction="sum")(x, l)
+  loss_fn = lambda l: (
+    -vae_jax.batched(  # pylint: disable=g-long-lambda
+      vae_jax.bernoulli_log_likelihood, reduction="sum"
+    )(x, l)
+  )
   ours = jax.grad(loss_fn)(logits)
   # Both are sigmoid(l) - x per element; absolute tolerance for the elements
   # where that difference cancels to ~0.
@@ -204,11 +215,17 @@ def test_gaussian_scalar_sigma2_matches_normal_log_prob(dtype, sigma2):
   normal = td.Normal(_t(mean), torch.sqrt(_t(sigma2_arr)))
   expected = _np(normal.log_prob(_t(x)).sum(-1))
   got = vae_jax.batched(vae_jax.gaussian_log_likelihood, reduction="none")(
-      x, mean, sigma2=sigma2_arr)
+    x, mean, sigma2=sigma2_arr
+  )
   _assert_close(got, expected, dtype)
   # The default batch reduction is the mean of those.
-  _assert_close(vae_jax.batched(vae_jax.gaussian_log_likelihood)(
-      x, mean, sigma2=sigma2_arr), expected.mean(), dtype)
+  _assert_close(
+    vae_jax.batched(vae_jax.gaussian_log_likelihood)(
+      x, mean, sigma2=sigma2_arr
+    ),
+    expected.mean(),
+    dtype,
+  )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -216,16 +233,16 @@ def test_gaussian_per_pixel_sigma2_matches_normal_log_prob(dtype):
   rng = _rng(6)
   x = rng.random((B, D)).astype(dtype)
   mean = rng.random((B, D)).astype(dtype)
-  shared = np.exp(rng.uniform(-6, 2, D)).astype(dtype)      # one per pixel
+  shared = np.exp(rng.uniform(-6, 2, D)).astype(dtype)  # one per pixel
   per_example = np.exp(rng.uniform(-6, 2, (B, D))).astype(dtype)
   for sigma2, batched_args in ((shared, ()), (per_example, (per_example,))):
     normal = td.Normal(_t(mean), torch.sqrt(_t(sigma2)))
     expected = _np(normal.log_prob(_t(x)).sum(-1))
     fn = vae_jax.batched(vae_jax.gaussian_log_likelihood, reduction="none")
     if batched_args:
-      got = fn(x, mean, *batched_args)          # sigma2 vmapped with the batch
+      got = fn(x, mean, *batched_args)  # sigma2 vmapped with the batch
     else:
-      got = fn(x, mean, sigma2=sigma2)          # sigma2 shared by the batch
+      got = fn(x, mean, sigma2=sigma2)  # sigma2 shared by the batch
     _assert_close(got, expected, dtype)
 
 
@@ -286,8 +303,9 @@ def test_continuous_bernoulli_matches_torch_log_prob(dtype):
   x[:, :3] = [0.0, 1.0, 0.5]
   cb = td.ContinuousBernoulli(logits=_t(logits), validate_args=False)
   torch_terms = _np(cb.log_prob(_t(x))).astype(np.float64)
-  got = vae_jax.batched(vae_jax.continuous_bernoulli_log_likelihood,
-                        reduction="none")(x, logits)
+  got = vae_jax.batched(
+    vae_jax.continuous_bernoulli_log_likelihood, reduction="none"
+  )(x, logits)
   assert got.dtype == dtype
   eps = np.finfo(dtype).eps
   atol = _torch_cb_atol(logits, dtype)
@@ -299,13 +317,15 @@ def test_continuous_bernoulli_matches_torch_log_prob(dtype):
   # The sums' bound is dominated by the large-|l| pixels, where torch is
   # loose; pixel by pixel (one-pixel examples) each gets its own bound, which
   # is a few ulp for small |l|.
-  per_pixel = vae_jax.batched(vae_jax.continuous_bernoulli_log_likelihood,
-                              reduction="none")(x.reshape(-1, 1),
-                                                logits.reshape(-1, 1))
-  per_pixel_error = np.abs(np.asarray(per_pixel, np.float64)
-                           - torch_terms.ravel())
+  per_pixel = vae_jax.batched(
+    vae_jax.continuous_bernoulli_log_likelihood, reduction="none"
+  )(x.reshape(-1, 1), logits.reshape(-1, 1))
+  per_pixel_error = np.abs(
+    np.asarray(per_pixel, np.float64) - torch_terms.ravel()
+  )
   np.testing.assert_array_less(
-      per_pixel_error, atol.ravel() + 4 * eps * np.abs(torch_terms.ravel()))
+    per_pixel_error, atol.ravel() + 4 * eps * np.abs(torch_terms.ravel())
+  )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -321,15 +341,17 @@ def test_continuous_bernoulli_beyond_torch_probs_clamp(dtype):
   x[:2] = [0.0, 1.0]
   cb = td.ContinuousBernoulli(logits=_t(logits), validate_args=False)
   torch_norm = _np(cb._cont_bern_log_norm())  # pylint: disable=protected-access
-  np.testing.assert_allclose(torch_norm, _mp_cb_log_normalizer(limit),
-                             rtol=1e-4)  # saturated, up to its own l-rounding
+  np.testing.assert_allclose(
+    torch_norm, _mp_cb_log_normalizer(limit), rtol=1e-4
+  )  # saturated, up to its own l-rounding
   ours_norm = np.asarray(vae_jax.continuous_bernoulli_log_normalizer(logits))
   exact = np.array([_mp_cb_log_normalizer(l) for l in logits])
   _assert_close(ours_norm, exact, dtype, rtol=2 * np.finfo(dtype).eps)
   # Single-pixel examples: log_prob - torch's log C == ours - our log C.
   torch_ll = _np(cb.log_prob(_t(x))) - torch_norm
-  ours_ll = vae_jax.batched(vae_jax.continuous_bernoulli_log_likelihood,
-                            reduction="none")(x[:, None], logits[:, None])
+  ours_ll = vae_jax.batched(
+    vae_jax.continuous_bernoulli_log_likelihood, reduction="none"
+  )(x[:, None], logits[:, None])
   _assert_close(ours_ll - ours_norm, torch_ll, dtype, rtol=8 * RTOL[dtype])
 
 
@@ -345,8 +367,7 @@ def test_continuous_bernoulli_log_normalizer_matches_torch(dtype):
   # Ours against mpmath on the same grid: within 4 ulp of log C everywhere
   # (measured: 2.2), so where the two disagree by more, torch is the one off.
   exact = np.array([_mp_cb_log_normalizer(l) for l in logits])
-  np.testing.assert_allclose(got, exact, rtol=0,
-                             atol=4 * np.finfo(dtype).eps)
+  np.testing.assert_allclose(got, exact, rtol=0, atol=4 * np.finfo(dtype).eps)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -355,18 +376,21 @@ def test_continuous_bernoulli_single_pixel_near_zero_logit(dtype):
   # O(log 2) terms to get it, so agreement is absolute (a few ulp of log 2
   # plus torch's eps / (2 |l|) just outside its window), not relative to the
   # tiny result.
-  logits = np.array([0.0, 1e-8, -1e-6, 1e-4, -3e-3, 5e-3, 0.05, -0.2, 1.0],
-                    dtype)
+  logits = np.array(
+    [0.0, 1e-8, -1e-6, 1e-4, -3e-3, 5e-3, 0.05, -0.2, 1.0], dtype
+  )
   for target in (0.0, 0.25, 0.5, 1.0):
     x = np.full_like(logits, target)
     cb = td.ContinuousBernoulli(logits=_t(logits), validate_args=False)
     expected = _np(cb.log_prob(_t(x)))
-    got = vae_jax.batched(vae_jax.continuous_bernoulli_log_likelihood,
-                          reduction="none")(x[:, None], logits[:, None])
+    got = vae_jax.batched(
+      vae_jax.continuous_bernoulli_log_likelihood, reduction="none"
+    )(x[:, None], logits[:, None])
     assert got.dtype == dtype
     np.testing.assert_array_less(
-        np.abs(np.asarray(got, np.float64) - expected),
-        _torch_cb_atol(logits, dtype))
+      np.abs(np.asarray(got, np.float64) - expected),
+      _torch_cb_atol(logits, dtype),
+    )
 
 
 # --- Latent: KL and posterior density ------------------------------------------
@@ -385,30 +409,43 @@ def test_kl_standard_normal_matches_torch_kl_divergence(dtype):
   _, mean, log_variance = _random_posterior(9, dtype)
   log_variance[:, :4] = [0.0, 1e-3, -1e-3, 20.0]
   q = td.Normal(_t(mean), torch.exp(0.5 * _t(log_variance)))
-  p = td.Normal(torch.zeros((), dtype=TORCH_DTYPE[dtype]),
-                torch.ones((), dtype=TORCH_DTYPE[dtype]))
+  p = td.Normal(
+    torch.zeros((), dtype=TORCH_DTYPE[dtype]),
+    torch.ones((), dtype=TORCH_DTYPE[dtype]),
+  )
   expected = _np(td.kl_divergence(q, p).sum(-1))
   got = vae_jax.batched(vae_jax.kl_standard_normal, reduction="none")(
-      mean, log_variance)
+    mean, log_variance
+  )
   # torch goes through sigma = exp(v / 2), squares it and takes log(sigma);
   # its rounding is a few ulp of exp(v) ~ up to e^20, not of the KL itself.
   _assert_close(got, expected, dtype, rtol=10 * RTOL[dtype])
-  _assert_close(vae_jax.batched(vae_jax.kl_standard_normal)(mean, log_variance),
-                expected.mean(), dtype, rtol=10 * RTOL[dtype])
+  _assert_close(
+    vae_jax.batched(vae_jax.kl_standard_normal)(mean, log_variance),
+    expected.mean(),
+    dtype,
+    rtol=10 * RTOL[dtype],
+  )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_diagonal_gaussian_log_density_matches_normal_log_prob(dtype):
   rng, mean, log_variance = _random_posterior(10, dtype)
-  z = (mean + np.exp(0.5 * log_variance) * rng.normal(size=mean.shape)
-       ).astype(dtype)
+  z = (mean + np.exp(0.5 * log_variance) * rng.normal(size=mean.shape)).astype(
+    dtype
+  )
   q = td.Normal(_t(mean), torch.exp(0.5 * _t(log_variance)))
   expected = _np(q.log_prob(_t(z)).sum(-1))
-  got = vae_jax.batched(vae_jax.diagonal_gaussian_log_density,
-                        reduction="none")(z, mean, log_variance)
+  got = vae_jax.batched(
+    vae_jax.diagonal_gaussian_log_density, reduction="none"
+  )(z, mean, log_variance)
   _assert_close(got, expected, dtype, rtol=10 * RTOL[dtype])
-  std = td.Normal(torch.zeros((), dtype=TORCH_DTYPE[dtype]),
-                  torch.ones((), dtype=TORCH_DTYPE[dtype]))
+  std = td.Normal(
+    torch.zeros((), dtype=TORCH_DTYPE[dtype]),
+    torch.ones((), dtype=TORCH_DTYPE[dtype]),
+  )
   _assert_close(
-      vae_jax.batched(vae_jax.standard_normal_log_density, reduction="none")(z),
-      _np(std.log_prob(_t(z)).sum(-1)), dtype)
+    vae_jax.batched(vae_jax.standard_normal_log_density, reduction="none")(z),
+    _np(std.log_prob(_t(z)).sum(-1)),
+    dtype,
+  )

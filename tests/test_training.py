@@ -11,19 +11,34 @@ import pytest
 from scipy import integrate
 from scipy import stats
 
-from vae_jax import data
-from vae_jax import models
-from vae_jax import training
+from vae_jax import decoders
+from vae_jax.train import data
+from vae_jax.train import models
+from vae_jax.train import program
+from vae_jax.train import training
 
 SHAPE = (8, 8, 1)
 
 
-def _model(likelihood="bernoulli", mode="fixed", arch="mlp", hidden=(32,),
-           latent=4, seed=0):
-  return models.VAE(SHAPE, latent_dim=latent, architecture=arch,
-                    hidden_sizes=hidden, likelihood=likelihood,
-                    sigma2_mode=mode, sigma2_init=0.3, min_sigma2=0.01,
-                    rngs=nnx.Rngs(seed))
+def _model(
+  likelihood="bernoulli",
+  mode="fixed",
+  arch="mlp",
+  hidden=(32,),
+  latent=4,
+  seed=0,
+):
+  return models.VAE(
+    SHAPE,
+    latent_dim=latent,
+    architecture=arch,
+    hidden_sizes=hidden,
+    likelihood=likelihood,
+    sigma2_mode=mode,
+    sigma2_init=0.3,
+    min_sigma2=0.01,
+    rngs=nnx.Rngs(seed),
+  )
 
 
 def _images(n=16, seed=0):
@@ -32,11 +47,12 @@ def _images(n=16, seed=0):
 
 def _numpy_kl(mean, log_variance):
   mean, log_variance = np.float64(mean), np.float64(log_variance)
-  return 0.5 * (mean ** 2 + np.exp(log_variance) - 1 - log_variance)
+  return 0.5 * (mean**2 + np.exp(log_variance) - 1 - log_variance)
 
 
-@pytest.mark.parametrize("arch,hidden", [("mlp", (32,)), ("mlp", (16, 8)),
-                                         ("conv", (4, 8))])
+@pytest.mark.parametrize(
+  "arch,hidden", [("mlp", (32,)), ("mlp", (16, 8)), ("conv", (4, 8))]
+)
 def test_shapes(arch, hidden):
   m = _model(arch=arch, hidden=hidden)
   mean, log_variance = m.encode(_images(3))
@@ -48,37 +64,58 @@ def test_bad_model_arguments_are_named():
   with pytest.raises(ValueError, match="likelihood"):
     _model(likelihood="poisson")
   with pytest.raises(ValueError, match="architecture='conv'"):
-    models.VAE((7, 7, 1), latent_dim=2, architecture="conv",
-               hidden_sizes=(4, 8), rngs=nnx.Rngs(0))
+    models.VAE(
+      (7, 7, 1),
+      latent_dim=2,
+      architecture="conv",
+      hidden_sizes=(4, 8),
+      rngs=nnx.Rngs(0),
+    )
   with pytest.raises(ValueError, match="min_sigma2"):
-    models.VAE(SHAPE, latent_dim=2, likelihood="gaussian",
-               sigma2_mode="learned", sigma2_init=0.1, min_sigma2=0.5,
-               rngs=nnx.Rngs(0))
+    models.VAE(
+      SHAPE,
+      latent_dim=2,
+      likelihood="gaussian",
+      sigma2_mode="learned",
+      sigma2_init=0.1,
+      min_sigma2=0.5,
+      rngs=nnx.Rngs(0),
+    )
 
 
-@pytest.mark.parametrize("likelihood,mode", [
-    ("bernoulli", "fixed"), ("gaussian", "fixed"), ("gaussian", "learned"),
-    ("gaussian", "per_pixel"), ("gaussian", "optimal")])
+@pytest.mark.parametrize(
+  "likelihood,mode",
+  [
+    ("bernoulli", "fixed"),
+    ("gaussian", "fixed"),
+    ("gaussian", "learned"),
+    ("gaussian", "per_pixel"),
+    ("gaussian", "optimal"),
+  ],
+)
 def test_log_likelihood_matches_scipy(likelihood, mode):
   m = _model(likelihood, mode)
   x = np.asarray(_images(5), np.float64)
   if likelihood == "bernoulli":
     x = np.round(x)
   logits = 3.0 * np.asarray(jax.random.normal(jax.random.key(1), x.shape))
-  ours = models.log_likelihood(m, jnp.asarray(x, jnp.float32),
-                               jnp.asarray(logits, jnp.float32),
-                               sigma2=None if mode == "optimal" else 0.2)
+  ours = models.log_likelihood(
+    m,
+    jnp.asarray(x, jnp.float32),
+    jnp.asarray(logits, jnp.float32),
+    sigma2=None if mode == "optimal" else 0.2,
+  )
   p = 1 / (1 + np.exp(-logits))
   if likelihood == "bernoulli":
     ref = stats.bernoulli.logpmf(x, p).sum(axis=(1, 2, 3))
   else:
     if mode == "fixed":
       var = 0.2
-    elif mode == "optimal":   # the batch MSE, floored
+    elif mode == "optimal":  # the batch MSE, floored
       var = max(np.mean((x - p) ** 2), 0.01)
     else:
       var = 0.01 + np.log1p(np.exp(np.asarray(m.sigma2_raw[...], np.float64)))
-      np.testing.assert_allclose(var, 0.3, rtol=1e-6)   # starts at sigma2_init
+      np.testing.assert_allclose(var, 0.3, rtol=1e-6)  # starts at sigma2_init
     ref = stats.norm.logpdf(x, p, np.sqrt(var)).sum(axis=(1, 2, 3))
   np.testing.assert_allclose(ours, ref, rtol=2e-5)
 
@@ -91,8 +128,10 @@ def test_learned_sigma2_never_falls_below_its_floor():
   x, logits = _images(3), jnp.zeros((3, *SHAPE))
 
   def total(params):
-    return jnp.sum(models.log_likelihood(nnx.merge(graphdef, params), x,
-                                         logits))
+    return jnp.sum(
+      models.log_likelihood(nnx.merge(graphdef, params), x, logits)
+    )
+
   grads = jax.grad(total)(params)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
 
@@ -108,11 +147,12 @@ def test_optimal_sigma2_gets_no_gradient():
 def test_continuous_bernoulli_mean_by_quadrature(l):
   lam = 1 / (1 + np.exp(-l))
 
-  def density(x):   # unnormalised CB density
-    return lam ** x * (1 - lam) ** (1 - x)
+  def density(x):  # unnormalised CB density
+    return lam**x * (1 - lam) ** (1 - x)
+
   num = integrate.quad(lambda x: x * density(x), 0, 1)[0]
   den = integrate.quad(density, 0, 1)[0]
-  ours = float(models.continuous_bernoulli_mean(jnp.float32(l)))
+  ours = float(decoders.continuous_bernoulli_mean(jnp.float32(l)))
   np.testing.assert_allclose(ours, num / den, rtol=1e-5, atol=1e-7)
 
 
@@ -120,19 +160,22 @@ def _setup(free_bits=0.0, beta=1.0, warmup=0, lr=1e-3, likelihood="bernoulli"):
   m = _model(likelihood)
   optimizer = training.make_optimizer(lr)
   graphdef, state = training.init_state(m, optimizer, jax.random.key(3))
-  hp = training.hyperparameters(beta=beta, free_bits=free_bits,
-                                warmup_steps=warmup, sigma2=0.5)
+  hp = training.hyperparameters(
+    beta=beta, free_bits=free_bits, warmup_steps=warmup, sigma2=0.5
+  )
   return m, optimizer, graphdef, state, hp
 
 
-@pytest.mark.parametrize("free_bits,beta", [(0.0, 1.0), (0.3, 2.5),
-                                            (50.0, 1.0)])
+@pytest.mark.parametrize(
+  "free_bits,beta", [(0.0, 1.0), (0.3, 2.5), (50.0, 1.0)]
+)
 def test_loss_against_a_numpy_reference(free_bits, beta):
   m, _, graphdef, state, hp = _setup(free_bits, beta)
   x = jnp.round(_images(6))
   key = jax.random.key(11)
-  loss, metrics = training.loss_fn(state.params, graphdef, x, key, hp,
-                                   jnp.int32(0))
+  loss, metrics = training.loss_fn(
+    state.params, graphdef, x, key, hp, jnp.int32(0)
+  )
   # Reference: the same noise, then every term by hand in float64.
   mean, log_variance = (np.float64(a) for a in m.encode(x))
   eps = np.float64(jax.random.normal(key, mean.shape, jnp.float32))
@@ -142,8 +185,9 @@ def test_loss_against_a_numpy_reference(free_bits, beta):
   kl = _numpy_kl(mean, log_variance)
   ref = np.mean(-log_lik + beta * np.maximum(kl, free_bits).sum(-1))
   np.testing.assert_allclose(loss, ref, rtol=2e-5)
-  np.testing.assert_allclose(metrics["elbo"], np.mean(log_lik - kl.sum(-1)),
-                             rtol=2e-5)
+  np.testing.assert_allclose(
+    metrics["elbo"], np.mean(log_lik - kl.sum(-1)), rtol=2e-5
+  )
   np.testing.assert_allclose(metrics["rate"], np.mean(kl.sum(-1)), rtol=2e-5)
 
 
@@ -156,12 +200,14 @@ def test_free_bits_floor_is_per_example_and_dimension():
   np.testing.assert_allclose(loss, m["distortion"] + 4 * 1e4, rtol=1e-6)
 
 
-@pytest.mark.parametrize("step,expected", [(0, 0.25), (1, 0.5), (3, 1.0),
-                                           (100, 1.0)])
+@pytest.mark.parametrize(
+  "step,expected", [(0, 0.25), (1, 0.5), (3, 1.0), (100, 1.0)]
+)
 def test_linear_warmup(step, expected):
   hp = training.hyperparameters(beta=2.0, warmup_steps=4)
-  np.testing.assert_allclose(training.kl_weight(hp, jnp.int32(step)),
-                             2.0 * expected)
+  np.testing.assert_allclose(
+    training.kl_weight(hp, jnp.int32(step)), 2.0 * expected
+  )
   hp = training.hyperparameters(beta=2.0, warmup_steps=0)
   assert float(training.kl_weight(hp, jnp.int32(step))) == 2.0
 
@@ -177,13 +223,18 @@ def test_train_step_is_an_adam_step():
   _, optimizer, graphdef, state, hp = _setup()
   x, key = jnp.round(_images(8)), jax.random.key(5)
   new, metrics = training.train_step(graphdef, optimizer, state, x, key, hp)
-  grads = jax.grad(lambda p: training.loss_fn(p, graphdef, x, key, hp,
-                                              state.step)[0])(state.params)
+  grads = jax.grad(
+    lambda p: training.loss_fn(p, graphdef, x, key, hp, state.step)[0]
+  )(state.params)
   # Adam's first step moves every weight by lr * g / (|g| + eps).
-  expected = jax.tree.map(lambda p, g: p - 1e-3 * g / (jnp.abs(g) + 1e-8),
-                          state.params, grads)
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5,
-                                 atol=1e-9), new.params, expected)
+  expected = jax.tree.map(
+    lambda p, g: p - 1e-3 * g / (jnp.abs(g) + 1e-8), state.params, grads
+  )
+  jax.tree.map(
+    functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-9),
+    new.params,
+    expected,
+  )
   assert int(new.step) == 1 and bool(metrics["finite"])
   assert all(l.dtype == jnp.float32 for l in jax.tree.leaves(new.params))
 
@@ -191,12 +242,16 @@ def test_train_step_is_an_adam_step():
 def test_non_finite_step_changes_nothing():
   _, optimizer, graphdef, state, hp = _setup()
   x = _images(8).at[0, 0, 0, 0].set(jnp.nan)
-  new, metrics = training.train_step(graphdef, optimizer, state, x,
-                                     jax.random.key(0), hp)
+  new, metrics = training.train_step(
+    graphdef, optimizer, state, x, jax.random.key(0), hp
+  )
   assert not bool(metrics["finite"])
   same = new._replace(key=jax.random.key_data(new.key))
-  jax.tree.map(np.testing.assert_array_equal, same,
-               state._replace(key=jax.random.key_data(state.key)))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    same,
+    state._replace(key=jax.random.key_data(state.key)),
+  )
 
 
 def _raw_digits(n):
@@ -204,20 +259,38 @@ def _raw_digits(n):
 
 
 def test_scanned_epoch_equals_the_stepwise_loop():
+  # Two members (different beta and key): the whole epoch in one program ==
+  # one compiled call per step from Python, member by member.
   _, optimizer, graphdef, state, hp = _setup()
   raw = jnp.asarray(_raw_digits(200))
+  mesh = program.make_mesh(jax.devices()[:1])
+
+  def group():
+    return (
+      program.initial_state([state, state._replace(key=jax.random.key(5))]),
+      program.stack([hp, dict(hp, beta=hp["beta"] * 2)]),
+    )
+
   static = dict(batch_size=32, protocol="dynamic", levels=17)
-  scanned, m1 = training.train_epoch(graphdef, optimizer, state, raw, hp,
-                                     **static)
-  step_fn = jax.jit(functools.partial(training.train_step, graphdef,
-                                      optimizer))
-  looped, m2 = training.train_epoch_stepwise(step_fn, state, raw, hp, **static)
-  assert m1["loss"].shape == (6,)     # 200 // 32 full batches
+  scanned, m1 = program.make_epoch(
+    graphdef, optimizer, mesh, scan=True, **static
+  )(*group()[:1], raw, group()[1])
+  looped, m2 = program.make_epoch(
+    graphdef, optimizer, mesh, scan=False, **static
+  )(*group()[:1], raw, group()[1])
+  assert m1["loss"].shape == (2, 6)  # 200 // 32 full batches
+  assert not np.allclose(m1["loss"][0], m1["loss"][1])
   np.testing.assert_allclose(m1["loss"], m2["loss"], rtol=1e-5)
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4,
-                                 atol=1e-6), scanned.params, looped.params)
-  np.testing.assert_array_equal(jax.random.key_data(scanned.key),
-                                jax.random.key_data(looped.key))
+  jax.tree.map(
+    functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6),
+    scanned.train.params,
+    looped.train.params,
+  )
+  np.testing.assert_array_equal(
+    jax.random.key_data(scanned.train.key),
+    jax.random.key_data(looped.train.key),
+  )
+  assert scanned.alive.all() and looped.alive.all()
 
 
 def test_epoch_stops_updating_at_the_first_non_finite_step():
@@ -225,23 +298,29 @@ def test_epoch_stops_updating_at_the_first_non_finite_step():
   m, _, _, _, hp = _setup()
   clean = training.make_optimizer(optax.constant_schedule(1e-3))
   poisoned = training.make_optimizer(
-      lambda count: jnp.where(count >= 3, jnp.nan, 1e-3))
+    lambda count: jnp.where(count >= 3, jnp.nan, 1e-3)
+  )
   graphdef, state = training.init_state(m, poisoned, jax.random.key(3))
   raw = jnp.asarray(_raw_digits(192))
   static = dict(batch_size=32, protocol="dynamic", levels=17)
-  new, metrics = training.train_epoch(graphdef, poisoned, state, raw, hp,
-                                      **static)
+  new, metrics = training.train_epoch(
+    graphdef, poisoned, state, raw, hp, **static
+  )
   np.testing.assert_array_equal(metrics["finite"], [1, 1, 1, 0, 0, 0])
   assert int(new.step) == 3
   # Reference: three clean steps on the same batches and keys, one by one.
   _, batches, keys = training.epoch_inputs(state.key, len(raw), 32)
   ref = state
   for idx, key in zip(batches[:3], keys[:3]):
-    x, noise_key = training.batch_inputs(raw, idx, key, protocol="dynamic",
-                                         levels=17)
+    x, noise_key = training.batch_inputs(
+      raw, idx, key, protocol="dynamic", levels=17
+    )
     ref, _ = training.train_step(graphdef, clean, ref, x, noise_key, hp)
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5,
-                                 atol=1e-7), new.params, ref.params)
+  jax.tree.map(
+    functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-7),
+    new.params,
+    ref.params,
+  )
 
 
 def test_overfits_a_handful_of_digits():
@@ -261,17 +340,29 @@ def test_overfits_a_handful_of_digits():
 
 
 def test_learning_rate_schedules():
-  burda = training.learning_rate_schedule("burda", 1e-3, steps_per_epoch=2,
-                                          num_epochs=3280)
+  burda = training.learning_rate_schedule(
+    "burda", 1e-3, steps_per_epoch=2, num_epochs=3280
+  )
   # Epoch boundaries 1, 4, 13, 40, ... (3^i epochs at stage i).
-  for epoch, stage in [(0, 0), (1, 1), (3, 1), (4, 2), (12, 2), (13, 3),
-                       (3279, 7)]:
-    np.testing.assert_allclose(burda(2 * epoch), 1e-3 * 10 ** (-stage / 7),
-                               rtol=1e-6)
-  cosine = training.learning_rate_schedule("cosine", 1.0, steps_per_epoch=5,
-                                           num_epochs=2)
-  np.testing.assert_allclose([cosine(0), cosine(5), cosine(10)],
-                             [1.0, 0.5, 0.0], atol=1e-6)
+  for epoch, stage in [
+    (0, 0),
+    (1, 1),
+    (3, 1),
+    (4, 2),
+    (12, 2),
+    (13, 3),
+    (3279, 7),
+  ]:
+    np.testing.assert_allclose(
+      burda(2 * epoch), 1e-3 * 10 ** (-stage / 7), rtol=1e-6
+    )
+  cosine = training.learning_rate_schedule(
+    "cosine", 1.0, steps_per_epoch=5, num_epochs=2
+  )
+  np.testing.assert_allclose(
+    [cosine(0), cosine(5), cosine(10)], [1.0, 0.5, 0.0], atol=1e-6
+  )
   with pytest.raises(ValueError, match="lr_schedule"):
-    training.learning_rate_schedule("step", 1.0, steps_per_epoch=1,
-                                    num_epochs=1)
+    training.learning_rate_schedule(
+      "step", 1.0, steps_per_epoch=1, num_epochs=1
+    )

@@ -10,15 +10,23 @@ Input checks: wrong shapes and dtypes raise at trace time; out-of-domain values
 (x outside [0, 1], sigma2 <= 0, NaN) raise when inputs are concrete, and under
 ``jax.jit`` through :func:`checked`.
 
-Training a VAE uses the submodules, imported by name (they pull in Flax, optax,
-orbax and matplotlib, which the losses do not need): ``models``, ``data``,
-``training``, ``evaluation``, ``checkpoints``, ``logs``, ``plots``, ``config``
-and ``experiment`` (``train_and_evaluate(config, workdir)``); sweeps of many
-VAEs in one program: ``sweep`` (members, groups, the vmapped and sharded
-epoch and evaluation) and ``sweep_experiment`` (``run(config, workdir)``).
+:data:`DECODERS` (:mod:`vae_jax.decoders`) is the registry of decoder
+likelihoods the training stack reads: each entry's per-example
+log-likelihood of logits, its mean image, whether it is a density, whether
+sigma^2 enters.
+
+This package needs only JAX and NumPy. Training VAEs is the subpackage
+:mod:`vae_jax.train` (``pip install "vae_jax[train]"``: Flax, optax, orbax,
+...; ``train_and_evaluate(config, workdir)``) and sweeps of many VAEs in one
+compiled program are :mod:`vae_jax.sweep` (``run(config, workdir)``); neither
+is imported here.
 """
 
+__version__ = "0.1.0"
+
 from vae_jax.checks import checked
+from vae_jax.decoders import Decoder
+from vae_jax.decoders import DECODERS
 from vae_jax.divergences import diagonal_gaussian_log_density
 from vae_jax.divergences import kl_monte_carlo
 from vae_jax.divergences import kl_standard_normal
@@ -41,25 +49,27 @@ from vae_jax.reductions import batched
 from vae_jax.units import nats_to_bits_per_dim
 
 __all__ = [
-    "LIKELIHOODS",
-    "batched",
-    "bernoulli_log_likelihood",
-    "bernoulli_log_likelihood_from_probs",
-    "checked",
-    "continuous_bernoulli_log_likelihood",
-    "continuous_bernoulli_log_normalizer",
-    "diagonal_gaussian_log_density",
-    "gaussian_log_likelihood",
-    "get_likelihood",
-    "importance_weighted_bound",
-    "kl_monte_carlo",
-    "kl_standard_normal",
-    "kl_standard_normal_per_dim",
-    "log_importance_weight",
-    "nats_to_bits_per_dim",
-    "negative_elbo",
-    "optimal_sigma2",
-    "optimal_sigma2_batch",
-    "rate_and_distortion",
-    "standard_normal_log_density",
+  "DECODERS",
+  "Decoder",
+  "LIKELIHOODS",
+  "batched",
+  "bernoulli_log_likelihood",
+  "bernoulli_log_likelihood_from_probs",
+  "checked",
+  "continuous_bernoulli_log_likelihood",
+  "continuous_bernoulli_log_normalizer",
+  "diagonal_gaussian_log_density",
+  "gaussian_log_likelihood",
+  "get_likelihood",
+  "importance_weighted_bound",
+  "kl_monte_carlo",
+  "kl_standard_normal",
+  "kl_standard_normal_per_dim",
+  "log_importance_weight",
+  "nats_to_bits_per_dim",
+  "negative_elbo",
+  "optimal_sigma2",
+  "optimal_sigma2_batch",
+  "rate_and_distortion",
+  "standard_normal_log_density",
 ]

@@ -30,14 +30,18 @@ def float_array(name: str, value: Any, *, scalar_ok: bool = False) -> Any:
   if scalar_ok and isinstance(value, (int, float)):
     return float(value)
   if not isinstance(value, (jax.Array, np.ndarray, np.generic)):
-    kind = "a scalar" if isinstance(value, (int, float)) else type(value).__name__
+    kind = (
+      "a scalar" if isinstance(value, (int, float)) else type(value).__name__
+    )
     raise TypeError(
-        f"{name} must be a jax.Array or numpy.ndarray, got {kind}; wrap it with"
-        " jnp.asarray(..., dtype=jnp.float32).")
+      f"{name} must be a jax.Array or numpy.ndarray, got {kind}; wrap it with"
+      " jnp.asarray(..., dtype=jnp.float32)."
+    )
   if not jnp.issubdtype(value.dtype, jnp.floating):
     raise TypeError(
-        f"{name} has dtype {value.dtype}, but a floating dtype is needed; cast"
-        f" it first, e.g. {name}.astype(jnp.float32).")
+      f"{name} has dtype {value.dtype}, but a floating dtype is needed; cast"
+      f" it first, e.g. {name}.astype(jnp.float32)."
+    )
   return value
 
 
@@ -47,13 +51,15 @@ def same_shape(*named: tuple[str, Array]) -> None:
   for name, value in rest:
     if value.shape != first.shape:
       raise ValueError(
-          f"{name} has shape {value.shape} but {first_name} has shape"
-          f" {first.shape}; they must match exactly. These functions take one"
-          " example: jax.vmap over the batch axis.")
+        f"{name} has shape {value.shape} but {first_name} has shape"
+        f" {first.shape}; they must match exactly. These functions take one"
+        " example: jax.vmap over the batch axis."
+      )
 
 
-def broadcastable_to(name: str, value: Array, target_name: str,
-                     target: Array) -> None:
+def broadcastable_to(
+  name: str, value: Array, target_name: str, target: Array
+) -> None:
   """Raises unless ``value`` broadcasts to ``target.shape`` without growing it."""
   try:
     shape = jnp.broadcast_shapes(jnp.shape(value), target.shape)
@@ -61,18 +67,21 @@ def broadcastable_to(name: str, value: Array, target_name: str,
     shape = None
   if shape != target.shape:
     raise ValueError(
-        f"{name} has shape {jnp.shape(value)}, which does not broadcast to the shape"
-        f" {target.shape} of {target_name}.")
+      f"{name} has shape {jnp.shape(value)}, which does not broadcast to the shape"
+      f" {target.shape} of {target_name}."
+    )
 
 
 def at_least_rank(name: str, value: Array, rank: int) -> None:
   if value.ndim < rank:
-    raise ValueError(f"{name} must have at least {rank} dimension(s), got"
-                     f" shape {value.shape}.")
+    raise ValueError(
+      f"{name} must have at least {rank} dimension(s), got shape {value.shape}."
+    )
 
 
-def values(name: str, value: Array, ok: Callable[[Array], Array],
-           requirement: str) -> None:
+def values(
+  name: str, value: Array, ok: Callable[[Array], Array], requirement: str
+) -> None:
   """Checks ``ok(value)`` holds elementwise; ``requirement`` reads "must ...".
 
   Concrete input (even inside ``jax.jit``): evaluated with NumPy, raises
@@ -88,8 +97,10 @@ def values(name: str, value: Array, ok: Callable[[Array], Array],
   good = np.asarray(ok(host))
   if not good.all():
     bad = host[~good] if good.shape else host
-    raise ValueError(f"{message}; found {np.size(bad)} value(s) that do not,"
-                     f" e.g. {bad.ravel()[0].item()!r}.")
+    raise ValueError(
+      f"{message}; found {np.size(bad)} value(s) that do not,"
+      f" e.g. {bad.ravel()[0].item()!r}."
+    )
 
 
 def unit_interval(name: str, value: Array) -> None:
@@ -108,8 +119,9 @@ def non_negative(name: str, value: Array) -> None:
   values(name, value, lambda v: v >= 0, "be >= 0 (no NaN)")
 
 
-def checked(fn: Callable[..., Any],
-            errors: frozenset = checkify.user_checks) -> Callable[..., Any]:
+def checked(
+  fn: Callable[..., Any], errors: frozenset = checkify.user_checks
+) -> Callable[..., Any]:
   """Returns ``fn`` with its domain checks enforced, also under ``jax.jit``.
 
   The result returns ``(error, output)``; call ``error.throw()`` to raise::

@@ -35,14 +35,17 @@ def _sample(z, mean):
 
 # exp(v) - 1 - v = v^2 sum_k v^k / (k + 2)!; 13 terms are exact to 2e-16
 # for |v| < 1/2, where even expm1(v) - v loses digits to cancellation.
-_EXPM1_MINUS_V_SERIES = tuple(1 / math.factorial(k + 2) for k in range(13))[::-1]
+_EXPM1_MINUS_V_SERIES = tuple(1 / math.factorial(k + 2) for k in range(13))[
+  ::-1
+]
 
 
 def _expm1_minus_identity(v: Array) -> Array:
   small = jnp.abs(v) < 0.5
   v_small = jnp.where(small, v, 0)
   series = jnp.square(v_small) * jnp.polyval(
-      jnp.asarray(_EXPM1_MINUS_V_SERIES, v.dtype), v_small)
+    jnp.asarray(_EXPM1_MINUS_V_SERIES, v.dtype), v_small
+  )
   return jnp.where(small, series, jnp.expm1(v) - v)
 
 
@@ -87,8 +90,9 @@ def standard_normal_log_density(z: Array) -> Array:
   return -0.5 * sum_over_data(jnp.square(z) + _LOG_2PI)
 
 
-def diagonal_gaussian_log_density(z: Array, mean: Array,
-                                  log_variance: Array) -> Array:
+def diagonal_gaussian_log_density(
+  z: Array, mean: Array, log_variance: Array
+) -> Array:
   """log N(z; m, diag(exp(v))) of a diagonal Gaussian posterior q(z | x).
 
   log q(z) = -(1/2) sum_j [(z_j - m_j)^2 exp(-v_j) + v_j + log 2 pi].
@@ -122,5 +126,24 @@ def kl_monte_carlo(z: Array, mean: Array, log_variance: Array) -> Array:
   Returns:
     Scalar estimate in nats (can be negative for one sample).
   """
-  return (diagonal_gaussian_log_density(z, mean, log_variance)
-          - standard_normal_log_density(z))
+  return diagonal_gaussian_log_density(
+    z, mean, log_variance
+  ) - standard_normal_log_density(z)
+
+
+def reparameterize(mean: Array, log_variance: Array, eps: Array) -> Array:
+  """A sample of q(z | x) = N(mean, exp(log_variance)) from standard noise.
+
+  ``z = mean + exp(log_variance / 2) * eps`` (Kingma & Welling, 2014): a
+  differentiable function of the posterior's parameters. The one place the
+  reparameterisation is written; training, evaluation and sweeps call it.
+
+  Args:
+    mean: ``[..., L]``.
+    log_variance: broadcastable with ``mean``.
+    eps: ``[..., L]`` standard normal noise, broadcastable with both.
+
+  Returns:
+    z, of the broadcast shape.
+  """
+  return mean + jnp.exp(0.5 * log_variance) * eps

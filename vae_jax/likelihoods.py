@@ -31,8 +31,9 @@ def _bernoulli_terms(x: Array, logits: Array) -> Array:
   exps and their divisions.
   """
   shared = jnp.log1p(jnp.exp(-jnp.abs(logits)))
-  return (x * -(shared + jnp.maximum(-logits, 0))
-          + (1 - x) * -(shared + jnp.maximum(logits, 0)))
+  return x * -(shared + jnp.maximum(-logits, 0)) + (1 - x) * -(
+    shared + jnp.maximum(logits, 0)
+  )
 
 
 @_bernoulli_terms.defjvp
@@ -48,8 +49,10 @@ def _bernoulli_terms_jvp(primals, tangents):
   positive = logits >= 0
   sigmoid = jnp.where(positive, 1.0, e) * inverse
   sigmoid_minus = jnp.where(positive, e, 1.0) * inverse
-  return (_bernoulli_terms(x, logits),
-          (x * sigmoid_minus - (1 - x) * sigmoid) * dlogits + logits * dx)
+  return (
+    _bernoulli_terms(x, logits),
+    (x * sigmoid_minus - (1 - x) * sigmoid) * dlogits + logits * dx,
+  )
 
 
 def _validated_pair(x, x_domain, other_name, other):
@@ -122,7 +125,9 @@ def bernoulli_log_likelihood_from_probs(x: Array, probs: Array) -> Array:
   return sum_over_data(terms)
 
 
-def gaussian_log_likelihood(x: Array, mean: Array, sigma2: Array | float) -> Array:
+def gaussian_log_likelihood(
+  x: Array, mean: Array, sigma2: Array | float
+) -> Array:
   """Log-likelihood of an isotropic or diagonal Gaussian decoder.
 
   log N(x; m, sigma2) = -(1/2) sum_d [(x_d - m_d)^2 / sigma2_d + log(2 pi sigma2_d)].
@@ -155,8 +160,15 @@ def gaussian_log_likelihood(x: Array, mean: Array, sigma2: Array | float) -> Arr
 # value and the slope below eps: in float64 for |l| < 0.1 (error < 2e-18),
 # in lower precision for |l| < 0.8 (slope error < 1e-7), past which the
 # closed form's slope cancels less than the series' truncation grows.
-_CB_TAYLOR = (math.log(2.0), 1 / 12, -7 / 1440, 31 / 90720, -127 / 4838400,
-              73 / 34214400, -1414477 / 7846046208000)
+_CB_TAYLOR = (
+  math.log(2.0),
+  1 / 12,
+  -7 / 1440,
+  31 / 90720,
+  -127 / 4838400,
+  73 / 34214400,
+  -1414477 / 7846046208000,
+)
 _CB_TAYLOR_BELOW = {64: 0.1, 32: 0.8, 16: 0.8}
 # log C(l) = log|l| + 2 exp(-|l|) + O(exp(-3|l|)): exact in float64 above 12.
 _CB_ASYMPTOTIC_ABOVE = 12.0
@@ -211,7 +223,8 @@ def continuous_bernoulli_log_likelihood(x: Array, logits: Array) -> Array:
   x, logits = _validated_pair(x, checks.unit_interval, "logits", logits)
   # The normaliser checks logits for NaN; checking here too would do it twice.
   return sum_over_data(
-      _bernoulli_terms(x, logits) + continuous_bernoulli_log_normalizer(logits))
+    _bernoulli_terms(x, logits) + continuous_bernoulli_log_normalizer(logits)
+  )
 
 
 def optimal_sigma2(x: Array, mean: Array) -> Array:

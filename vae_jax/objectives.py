@@ -19,10 +19,10 @@ Array = jax.Array
 LogLikelihood = Callable[..., Array]
 
 LIKELIHOODS: dict[str, LogLikelihood] = {
-    "bernoulli": likelihoods.bernoulli_log_likelihood,
-    "bernoulli_probs": likelihoods.bernoulli_log_likelihood_from_probs,
-    "continuous_bernoulli": likelihoods.continuous_bernoulli_log_likelihood,
-    "gaussian": likelihoods.gaussian_log_likelihood,
+  "bernoulli": likelihoods.bernoulli_log_likelihood,
+  "bernoulli_probs": likelihoods.bernoulli_log_likelihood_from_probs,
+  "continuous_bernoulli": likelihoods.continuous_bernoulli_log_likelihood,
+  "gaussian": likelihoods.gaussian_log_likelihood,
 }
 
 
@@ -31,21 +31,23 @@ def get_likelihood(likelihood: str | LogLikelihood) -> LogLikelihood:
   if callable(likelihood):
     return likelihood
   if likelihood not in LIKELIHOODS:
-    raise ValueError(f"likelihood must be one of {sorted(LIKELIHOODS)} or a"
-                     f" function (x, decoder_output, ...) -> scalar, got"
-                     f" {likelihood!r}.")
+    raise ValueError(
+      f"likelihood must be one of {sorted(LIKELIHOODS)} or a"
+      f" function (x, decoder_output, ...) -> scalar, got"
+      f" {likelihood!r}."
+    )
   return LIKELIHOODS[likelihood]
 
 
 def rate_and_distortion(
-    x: Array,
-    decoder_output: Array,
-    mean: Array,
-    log_variance: Array,
-    *,
-    likelihood: str | LogLikelihood = "bernoulli",
-    z: Array | None = None,
-    **likelihood_kwargs,
+  x: Array,
+  decoder_output: Array,
+  mean: Array,
+  log_variance: Array,
+  *,
+  likelihood: str | LogLikelihood = "bernoulli",
+  z: Array | None = None,
+  **likelihood_kwargs,
 ) -> tuple[Array, Array]:
   """The two terms of the negative ELBO of one example.
 
@@ -74,15 +76,15 @@ def rate_and_distortion(
 
 
 def negative_elbo(
-    x: Array,
-    decoder_output: Array,
-    mean: Array,
-    log_variance: Array,
-    *,
-    beta: Array | float = 1.0,
-    likelihood: str | LogLikelihood = "bernoulli",
-    z: Array | None = None,
-    **likelihood_kwargs,
+  x: Array,
+  decoder_output: Array,
+  mean: Array,
+  log_variance: Array,
+  *,
+  beta: Array | float = 1.0,
+  likelihood: str | LogLikelihood = "bernoulli",
+  z: Array | None = None,
+  **likelihood_kwargs,
 ) -> Array:
   """Per-example negative (beta-)ELBO: -log p(x | z) + beta KL(q(z | x) || N(0, I)).
 
@@ -96,13 +98,20 @@ def negative_elbo(
   beta = checks.float_array("beta", beta, scalar_ok=True)
   checks.non_negative("beta", beta)
   rate, distortion = rate_and_distortion(
-      x, decoder_output, mean, log_variance, likelihood=likelihood, z=z,
-      **likelihood_kwargs)
+    x,
+    decoder_output,
+    mean,
+    log_variance,
+    likelihood=likelihood,
+    z=z,
+    **likelihood_kwargs,
+  )
   return distortion + beta * rate
 
 
-def log_importance_weight(log_likelihood: Array, z: Array, mean: Array,
-                          log_variance: Array) -> Array:
+def log_importance_weight(
+  log_likelihood: Array, z: Array, mean: Array, log_variance: Array
+) -> Array:
   """log w = log p(x | z) + log p(z) - log q(z | x) for one sample z ~ q.
 
   Args:
@@ -132,8 +141,10 @@ def importance_weighted_bound(log_weights: Array) -> Array:
   """
   log_weights = checks.float_array("log_weights", log_weights)
   if log_weights.ndim != 1 or log_weights.shape[0] < 1:
-    raise ValueError("log_weights must have shape [K] with K >= 1 (one"
-                     f" example), got {log_weights.shape}; vmap over examples.")
+    raise ValueError(
+      "log_weights must have shape [K] with K >= 1 (one"
+      f" example), got {log_weights.shape}; vmap over examples."
+    )
   checks.not_nan("log_weights", log_weights)
   num_samples = log_weights.shape[0]
   return jax.nn.logsumexp(log_weights) - math.log(num_samples)

@@ -36,8 +36,9 @@ _PARITY = 0x1BD11BDA
 
 
 @functools.partial(jax.jit, inline=True)  # one program when called eagerly
-def _threefry_2x32(k0: Array, k1: Array, x0: Array, x1: Array
-                   ) -> tuple[Array, Array]:
+def _threefry_2x32(
+  k0: Array, k1: Array, x0: Array, x1: Array
+) -> tuple[Array, Array]:
   """Threefry-2x32 of the counter pairs (x0, x1) under key (k0, k1): 20
   rounds in 5 groups of 4, a key injection after each group. Elementwise,
   all uint32."""
@@ -54,12 +55,14 @@ def _threefry_2x32(k0: Array, k1: Array, x0: Array, x1: Array
 
 
 def _fusable(key: Array, shape) -> bool:
-  return (isinstance(key, jax.Array)
-          and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-          and key.shape == ()
-          and str(jax.random.key_impl(key)) == "threefry2x32"
-          and jax.config.jax_threefry_partitionable
-          and math.prod(shape) < 2 ** 32)
+  return (
+    isinstance(key, jax.Array)
+    and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    and key.shape == ()
+    and str(jax.random.key_impl(key)) == "threefry2x32"
+    and jax.config.jax_threefry_partitionable
+    and math.prod(shape) < 2**32
+  )
 
 
 def bits(key: Array, shape) -> Array:
@@ -101,8 +104,9 @@ def split(key: Array, num: int = 2) -> Array:
   k0, k1 = jax.random.key_data(key)
   counter = lax.iota(np.uint32, num)
   x0, x1 = _threefry_2x32(k0, k1, jnp.zeros((num,), np.uint32), counter)
-  return jax.random.wrap_key_data(jnp.stack([x0, x1], axis=1),
-                                  impl="threefry2x32")
+  return jax.random.wrap_key_data(
+    jnp.stack([x0, x1], axis=1), impl="threefry2x32"
+  )
 
 
 def bernoulli(key: Array, p: Array) -> Array:

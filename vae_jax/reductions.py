@@ -33,8 +33,9 @@ def sum_over_data(terms: Array) -> Array:
   return jnp.sum(terms, dtype=acc).astype(terms.dtype)
 
 
-def batched(per_example_fn: Callable[..., Array],
-            reduction: str = "mean") -> Callable[..., Array]:
+def batched(
+  per_example_fn: Callable[..., Array], reduction: str = "mean"
+) -> Callable[..., Array]:
   """Vmaps a per-example function over a leading batch axis and reduces it.
 
   Positional arguments carry the batch axis (axis 0); keyword arguments are
@@ -51,8 +52,9 @@ def batched(per_example_fn: Callable[..., Array],
     The batched function.
   """
   if reduction not in _REDUCTIONS:
-    raise ValueError(f"reduction must be one of {sorted(_REDUCTIONS)}, got"
-                     f" {reduction!r}.")
+    raise ValueError(
+      f"reduction must be one of {sorted(_REDUCTIONS)}, got {reduction!r}."
+    )
   reduce = _REDUCTIONS[reduction]
 
   def batched_fn(*args, **shared):

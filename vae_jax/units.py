@@ -22,6 +22,8 @@ def nats_to_bits_per_dim(nats: Array | float, num_dims: int) -> Array:
   Returns:
     Bits per dimension, same shape as ``nats``.
   """
-  if isinstance(num_dims, bool) or not isinstance(num_dims, int) or num_dims < 1:
+  if (
+    isinstance(num_dims, bool) or not isinstance(num_dims, int) or num_dims < 1
+  ):
     raise ValueError(f"num_dims must be a positive int, got {num_dims!r}.")
   return jnp.asarray(nats) / (num_dims * math.log(2.0))

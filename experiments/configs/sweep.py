@@ -31,7 +31,8 @@ def get_config(base: str = "default") -> ml_collections.ConfigDict:
   # A cheaper NLL than a single run's 5000 samples: 12 members to evaluate.
   c.base.nll_samples = 200
   c.base.nll_chunk_size = 200
-  c.mode = "grid"                 # grid (every combination) | zip
+  c.mode = "grid"  # grid (every combination) | zip
+  c.member_figures = False  # each member's figures, as a run's
   c.axes = ml_collections.ConfigDict()
   # Doubling beta and quadrupling sigma^2 put equal 2 sigma^2 beta products
   # on diagonals of the grid (0.02, 0.04, 0.08, 0.16 appear twice each).

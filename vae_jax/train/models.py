@@ -25,13 +25,17 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from vae_jax import decoders
+from vae_jax import divergences
 from vae_jax import likelihoods
 
 ARCHITECTURES = ("mlp", "conv")
-ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "elu": jax.nn.elu,
-               "gelu": jax.nn.gelu}
-DECODER_LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
-SIGMA2_MODES = ("fixed", "learned", "per_pixel", "optimal")
+ACTIVATIONS = {
+  "relu": jax.nn.relu,
+  "tanh": jnp.tanh,
+  "elu": jax.nn.elu,
+  "gelu": jax.nn.gelu,
+}
 Array = jax.Array
 
 
@@ -43,8 +47,9 @@ class MLP(nnx.Module):
   """Dense layers with an activation between them, none after the last."""
 
   def __init__(self, sizes: Sequence[int], activation: str, *, rngs: nnx.Rngs):
-    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs)
-                            for a, b in zip(sizes[:-1], sizes[1:])])
+    self.layers = nnx.List(
+      [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])]
+    )
     self.activation = ACTIVATIONS[activation]
 
   def __call__(self, h: Array) -> Array:
@@ -98,31 +103,44 @@ class VAE(nnx.Module):
       channels; H and W must be multiples of 4).
     hidden_sizes: widths of the hidden layers (the classic MLP is ``(400,)``).
     activation: a name in ``ACTIVATIONS``.
-    likelihood: a name in ``DECODER_LIKELIHOODS``.
-    sigma2_mode: a name in ``SIGMA2_MODES`` (Gaussian only).
+    likelihood: a name in :data:`vae_jax.decoders.DECODERS`.
+    sigma2_mode: a name in :data:`vae_jax.decoders.SIGMA2_MODES` (for
+      decoders that use sigma^2).
     sigma2_init: starting sigma^2 of ``learned`` and ``per_pixel``.
     min_sigma2: floor of learned and optimal sigma^2.
     rngs: initialisation randomness.
   """
 
-  def __init__(self, image_shape: Sequence[int], *, latent_dim: int,
-               architecture: str = "mlp", hidden_sizes: Sequence[int] = (400,),
-               activation: str = "relu", likelihood: str = "bernoulli",
-               sigma2_mode: str = "fixed", sigma2_init: float = 1.0,
-               min_sigma2: float = 1e-4, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    image_shape: Sequence[int],
+    *,
+    latent_dim: int,
+    architecture: str = "mlp",
+    hidden_sizes: Sequence[int] = (400,),
+    activation: str = "relu",
+    likelihood: str = "bernoulli",
+    sigma2_mode: str = "fixed",
+    sigma2_init: float = 1.0,
+    min_sigma2: float = 1e-4,
+    rngs: nnx.Rngs,
+  ):
     _check_choice("architecture", architecture, ARCHITECTURES)
     _check_choice("activation", activation, tuple(ACTIVATIONS))
-    _check_choice("likelihood", likelihood, DECODER_LIKELIHOODS)
-    _check_choice("sigma2_mode", sigma2_mode, SIGMA2_MODES)
+    _check_choice("likelihood", likelihood, decoders.NAMES)
+    _check_choice("sigma2_mode", sigma2_mode, decoders.SIGMA2_MODES)
     image_shape = tuple(int(s) for s in image_shape)
     if len(image_shape) != 3:
       raise ValueError(f"image_shape must be (H, W, C), got {image_shape}")
     if latent_dim < 1:
       raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-    if likelihood == "gaussian" and sigma2_mode != "fixed":
+    uses_sigma2 = decoders.get(likelihood).uses_sigma2
+    if uses_sigma2 and sigma2_mode != "fixed":
       if not min_sigma2 > 0 or not sigma2_init > min_sigma2:
-        raise ValueError("need 0 < min_sigma2 < sigma2_init, got "
-                         f"min_sigma2={min_sigma2}, sigma2_init={sigma2_init}")
+        raise ValueError(
+          "need 0 < min_sigma2 < sigma2_init, got "
+          f"min_sigma2={min_sigma2}, sigma2_init={sigma2_init}"
+        )
     self.image_shape = image_shape
     self.latent_dim = latent_dim
     self.likelihood = likelihood
@@ -131,32 +149,43 @@ class VAE(nnx.Module):
     num_dims = math.prod(image_shape)
     if architecture == "mlp":
       hidden = list(hidden_sizes)
-      self.encoder = MLP([num_dims, *hidden, 2 * latent_dim], activation,
-                         rngs=rngs)
-      self.decoder = MLP([latent_dim, *hidden[::-1], num_dims], activation,
-                         rngs=rngs)
+      self.encoder = MLP(
+        [num_dims, *hidden, 2 * latent_dim], activation, rngs=rngs
+      )
+      self.decoder = MLP(
+        [latent_dim, *hidden[::-1], num_dims], activation, rngs=rngs
+      )
     else:
       if image_shape[0] % 4 or image_shape[1] % 4 or len(hidden_sizes) < 2:
-        raise ValueError("architecture='conv' needs H and W divisible by 4 and "
-                         f"two hidden_sizes (channels); got image_shape="
-                         f"{image_shape}, hidden_sizes={tuple(hidden_sizes)}")
+        raise ValueError(
+          "architecture='conv' needs H and W divisible by 4 and "
+          f"two hidden_sizes (channels); got image_shape="
+          f"{image_shape}, hidden_sizes={tuple(hidden_sizes)}"
+        )
       channels = tuple(hidden_sizes[:2])
-      self.encoder = ConvEncoder(image_shape, channels, latent_dim, activation,
-                                 rngs=rngs)
-      self.decoder = ConvDecoder(image_shape, channels, latent_dim, activation,
-                                 rngs=rngs)
+      self.encoder = ConvEncoder(
+        image_shape, channels, latent_dim, activation, rngs=rngs
+      )
+      self.decoder = ConvDecoder(
+        image_shape, channels, latent_dim, activation, rngs=rngs
+      )
     self.architecture = architecture
-    if likelihood == "gaussian" and sigma2_mode in ("learned", "per_pixel"):
+    if uses_sigma2 and sigma2_mode in ("learned", "per_pixel"):
       shape = () if sigma2_mode == "learned" else image_shape
       raw = _softplus_inverse(sigma2_init - min_sigma2)
       self.sigma2_raw = Sigma2(jnp.full(shape, raw, jnp.float32))
+
+  @property
+  def decoder_kind(self) -> decoders.Decoder:
+    """The likelihood's registry entry (:mod:`vae_jax.decoders`)."""
+    return decoders.get(self.likelihood)
 
   def encode(self, x: Array) -> tuple[Array, Array]:
     """``[B, H, W, C]`` -> posterior mean and log-variance, each ``[B, L]``."""
     if self.architecture == "mlp":
       x = x.reshape(x.shape[0], -1)
     h = self.encoder(x)
-    return h[:, :self.latent_dim], h[:, self.latent_dim:]
+    return h[:, : self.latent_dim], h[:, self.latent_dim :]
 
   def decode(self, z: Array) -> Array:
     """``[B, L]`` -> logits ``[B, H, W, C]``."""
@@ -168,19 +197,19 @@ class VAE(nnx.Module):
 
   def mean_image(self, logits: Array) -> Array:
     """E[x | z] under the decoder, for pictures: ``[B, H, W, C]`` in [0, 1]."""
-    if self.likelihood == "continuous_bernoulli":
-      return continuous_bernoulli_mean(logits)
-    return jax.nn.sigmoid(logits)
+    return self.decoder_kind.mean(logits)
 
   def optimal_sigma2(self, x: Array, logits: Array) -> Array:
     """sigma-VAE's sigma^2 for a batch: its MSE, floored, as a constant."""
-    mse = likelihoods.optimal_sigma2_batch(x, jax.nn.sigmoid(logits))
+    mse = likelihoods.optimal_sigma2_batch(x, self.decoder_kind.mean(logits))
     return jax.lax.stop_gradient(jnp.maximum(mse, self.min_sigma2))
 
 
-def log_likelihood(model: VAE, x: Array, logits: Array,
-                   sigma2: Array | float | None = None) -> Array:
-  """log p(x | z) of each example in nats, ``[B]``.
+def log_likelihood(
+  model: VAE, x: Array, logits: Array, sigma2: Array | float | None = None
+) -> Array:
+  """log p(x | z) of each example in nats, ``[B]``: the registry entry of the
+  model's likelihood (:mod:`vae_jax.decoders`), vmapped over the batch.
 
   Args:
     model: the VAE (its likelihood and sigma2_mode choose the formula).
@@ -189,36 +218,24 @@ def log_likelihood(model: VAE, x: Array, logits: Array,
     sigma2: the Gaussian variance for ``fixed`` and ``optimal`` modes (for
       ``optimal``, None means the batch's own optimum). Ignored otherwise.
   """
-  if model.likelihood == "bernoulli":
-    per_example = likelihoods.bernoulli_log_likelihood
-    return jax.vmap(per_example)(x, logits)
-  if model.likelihood == "continuous_bernoulli":
-    per_example = likelihoods.continuous_bernoulli_log_likelihood
-    return jax.vmap(per_example)(x, logits)
-  mean = jax.nn.sigmoid(logits)
-  if model.sigma2_mode in ("learned", "per_pixel"):
-    sigma2 = model.learned_sigma2()
-  elif model.sigma2_mode == "optimal" and sigma2 is None:
-    sigma2 = model.optimal_sigma2(x, logits)
-  elif sigma2 is None:
-    raise ValueError("sigma2_mode='fixed' needs sigma2")
-  return jax.vmap(likelihoods.gaussian_log_likelihood,
-                  in_axes=(0, 0, None))(x, mean, sigma2)
+  decoder = model.decoder_kind
+  if decoder.uses_sigma2:
+    if model.sigma2_mode in ("learned", "per_pixel"):
+      sigma2 = model.learned_sigma2()
+    elif model.sigma2_mode == "optimal" and sigma2 is None:
+      sigma2 = model.optimal_sigma2(x, logits)
+    elif sigma2 is None:
+      raise ValueError("sigma2_mode='fixed' needs sigma2")
+  return jax.vmap(decoder.log_likelihood, in_axes=(0, 0, None))(
+    x, logits, sigma2
+  )
 
 
 def reparameterize(key: Array, mean: Array, log_variance: Array) -> Array:
-  """z = mean + exp(log_variance / 2) * eps, eps ~ N(0, I); same shape."""
+  """z ~ q(z | x) with eps ~ N(0, I) drawn from ``key``; shape of ``mean``
+  (:func:`vae_jax.divergences.reparameterize`)."""
   eps = jax.random.normal(key, mean.shape, mean.dtype)
-  return mean + jnp.exp(0.5 * log_variance) * eps
-
-
-def continuous_bernoulli_mean(logits: Array) -> Array:
-  """Mean of CB(lambda = sigmoid(logits)): 1/(1 - e^-l) - 1/l, -> 1/2 at 0."""
-  small = jnp.abs(logits) < 1e-3
-  safe = jnp.where(small, 1.0, logits)
-  # Near 0 the two terms cancel; the series is 1/2 + l/12.
-  return jnp.where(small, 0.5 + logits / 12,
-                   -1 / jnp.expm1(-safe) - 1 / safe)
+  return divergences.reparameterize(mean, log_variance, eps)
 
 
 def _softplus_inverse(y: float) -> float:

@@ -62,8 +62,10 @@ def _encode(encode: Encoder, x: Array) -> tuple[Array, Array]:
   checks.at_least_rank("x", x, 1)
   mean, log_variance = encode(x)
   if mean.ndim != 2 or mean.shape[0] != x.shape[0]:
-    raise ValueError(f"encode must return a mean of shape [B, L] with B ="
-                     f" {x.shape[0]}, got {mean.shape}.")
+    raise ValueError(
+      f"encode must return a mean of shape [B, L] with B ="
+      f" {x.shape[0]}, got {mean.shape}."
+    )
   checks.same_shape(("mean", mean), ("log_variance", log_variance))
   return mean, log_variance
 
@@ -76,14 +78,17 @@ def _all_rows(x: Array) -> Array:
   return jnp.arange(x.shape[0], dtype=jnp.uint32)
 
 
-def _noise(row_keys: Array, sample_indices: Array, latent_dim: int,
-           dtype) -> Array:
+def _noise(
+  row_keys: Array, sample_indices: Array, latent_dim: int, dtype
+) -> Array:
   """Standard normal noise [B, C, L], one key per (row, sample index).
 
   Keyed by the sample's index, not its chunk, so chunking cannot change it.
   """
+
   def one(key, k):
     return jax.random.normal(jax.random.fold_in(key, k), (latent_dim,), dtype)
+
   per_row = jax.vmap(one, (None, 0))
   return jax.vmap(per_row, (0, None))(row_keys, sample_indices)
 
@@ -93,19 +98,30 @@ def _reparameterise(mean: Array, log_variance: Array, eps: Array) -> Array:
   return mean[:, None] + jnp.exp(0.5 * log_variance)[:, None] * eps
 
 
-def _elbo_terms(log_likelihood: LogLikelihood, x: Array, mean: Array,
-                log_variance: Array, row_keys: Array) -> dict[str, Array]:
+def _elbo_terms(
+  log_likelihood: LogLikelihood,
+  x: Array,
+  mean: Array,
+  log_variance: Array,
+  row_keys: Array,
+) -> dict[str, Array]:
   eps = _noise(row_keys, jnp.zeros(1, jnp.uint32), mean.shape[1], mean.dtype)
   z = _reparameterise(mean, log_variance, eps)[:, 0]
   distortion = -jax.vmap(log_likelihood)(x, z)
   kl_per_dim = divergences.kl_standard_normal_per_dim(mean, log_variance)
   rate = jnp.sum(kl_per_dim, axis=-1)
-  return {"elbo": -(distortion + rate), "rate": rate, "distortion": distortion,
-          "kl_per_dim": kl_per_dim, "mean": mean}
+  return {
+    "elbo": -(distortion + rate),
+    "rate": rate,
+    "distortion": distortion,
+    "kl_per_dim": kl_per_dim,
+    "mean": mean,
+  }
 
 
-def elbo_terms(encode: Encoder, log_likelihood: LogLikelihood, x: Array,
-               key: Array) -> dict[str, Array]:
+def elbo_terms(
+  encode: Encoder, log_likelihood: LogLikelihood, x: Array, key: Array
+) -> dict[str, Array]:
   """Per-example ELBO, rate and distortion with one reparameterised sample.
 
   ELBO = -(distortion + rate), distortion = -log p(x | z) at
@@ -124,24 +140,40 @@ def elbo_terms(encode: Encoder, log_likelihood: LogLikelihood, x: Array,
     ``"kl_per_dim"``: ``[B, L]`` nats; ``"mean"``: the posterior means ``[B, L]``.
   """
   mean, log_variance = _encode(encode, x)
-  return _elbo_terms(log_likelihood, x, mean, log_variance,
-                     _row_keys(key, _all_rows(x)))
+  return _elbo_terms(
+    log_likelihood, x, mean, log_variance, _row_keys(key, _all_rows(x))
+  )
 
 
-def _log_weights(log_likelihood: LogLikelihood, x: Array, z: Array,
-                 mean: Array, log_variance: Array) -> Array:
+def _log_weights(
+  log_likelihood: LogLikelihood,
+  x: Array,
+  z: Array,
+  mean: Array,
+  log_variance: Array,
+) -> Array:
   """log w for z [B, C, L] -> [B, C]."""
+
   def per_row(x_r, z_r, mean_r, log_variance_r):
     def per_sample(z_rc):
       return objectives.log_importance_weight(
-          log_likelihood(x_r, z_rc), z_rc, mean_r, log_variance_r)
+        log_likelihood(x_r, z_rc), z_rc, mean_r, log_variance_r
+      )
+
     return jax.vmap(per_sample)(z_r)
+
   return jax.vmap(per_row)(x, z, mean, log_variance)
 
 
-def _iwae(log_likelihood: LogLikelihood, x: Array, mean: Array,
-          log_variance: Array, row_keys: Array, num_samples: int,
-          chunk_size: int) -> Array:
+def _iwae(
+  log_likelihood: LogLikelihood,
+  x: Array,
+  mean: Array,
+  log_variance: Array,
+  row_keys: Array,
+  num_samples: int,
+  chunk_size: int,
+) -> Array:
   # Weights accumulate in at least float32, whatever the encoder's dtype.
   dtype = jnp.promote_types(mean.dtype, jnp.float32)
   num_chunks = -(-num_samples // chunk_size)
@@ -157,8 +189,9 @@ def _iwae(log_likelihood: LogLikelihood, x: Array, mean: Array,
     new_max = jnp.maximum(running_max, jnp.max(log_w, axis=1))
     # Until a row sees a finite weight its shift stays 0: no -inf - -inf = NaN.
     shift = jnp.where(jnp.isfinite(new_max), new_max, 0)
-    running_sum = (running_sum * jnp.exp(running_max - shift)
-                   + jnp.sum(jnp.exp(log_w - shift[:, None]), axis=1))
+    running_sum = running_sum * jnp.exp(running_max - shift) + jnp.sum(
+      jnp.exp(log_w - shift[:, None]), axis=1
+    )
     return (new_max, running_sum), None
 
   rows = mean.shape[:1]
@@ -167,9 +200,15 @@ def _iwae(log_likelihood: LogLikelihood, x: Array, mean: Array,
   return log_max + jnp.log(total) - math.log(num_samples)
 
 
-def iwae_log_likelihood(encode: Encoder, log_likelihood: LogLikelihood,
-                        x: Array, key: Array, *, num_samples: int,
-                        chunk_size: int) -> Array:
+def iwae_log_likelihood(
+  encode: Encoder,
+  log_likelihood: LogLikelihood,
+  x: Array,
+  key: Array,
+  *,
+  num_samples: int,
+  chunk_size: int,
+) -> Array:
   """Importance-weighted estimate of log p(x) per example (Burda et al., 2016).
 
   IWAE_K = logsumexp_k(log w_k) - log K, log w = log p(x | z) + log p(z)
@@ -196,11 +235,20 @@ def iwae_log_likelihood(encode: Encoder, log_likelihood: LogLikelihood,
   num_samples = _positive_int("num_samples", num_samples)
   chunk_size = min(_positive_int("chunk_size", chunk_size), num_samples)
   mean, log_variance = _encode(encode, x)
-  return _iwae(log_likelihood, x, mean, log_variance,
-               _row_keys(key, _all_rows(x)), num_samples, chunk_size)
+  return _iwae(
+    log_likelihood,
+    x,
+    mean,
+    log_variance,
+    _row_keys(key, _all_rows(x)),
+    num_samples,
+    chunk_size,
+  )
 
 
-def active_units(means: Array, threshold: float = 0.01) -> tuple[int, np.ndarray]:
+def active_units(
+  means: Array, threshold: float = 0.01
+) -> tuple[int, np.ndarray]:
   """Counts active latent dimensions (Burda et al., 2016).
 
   Dimension u is active if A_u = Var_x(E_q[z_u | x]) > threshold, the
@@ -217,14 +265,23 @@ def active_units(means: Array, threshold: float = 0.01) -> tuple[int, np.ndarray
   """
   means = np.asarray(means, np.float64)
   if means.ndim != 2 or means.shape[0] < 1:
-    raise ValueError(f"means must have shape [N, L] with N >= 1, got {means.shape}.")
+    raise ValueError(
+      f"means must have shape [N, L] with N >= 1, got {means.shape}."
+    )
   variance = np.var(means, axis=0)
   return int(np.sum(variance > threshold)), variance
 
 
-def evaluate_batch(encode: Encoder, log_likelihood: LogLikelihood, x: Array,
-                   key: Array, first_row: Array, *, num_samples: int,
-                   chunk_size: int) -> dict[str, Array]:
+def evaluate_batch(
+  encode: Encoder,
+  log_likelihood: LogLikelihood,
+  x: Array,
+  key: Array,
+  first_row: Array,
+  *,
+  num_samples: int,
+  chunk_size: int,
+) -> dict[str, Array]:
   """Per-example terms of one batch: the traced core of :func:`evaluate`.
 
   Pure and jittable (``num_samples`` and ``chunk_size`` static); vmap it over
@@ -247,15 +304,25 @@ def evaluate_batch(encode: Encoder, log_likelihood: LogLikelihood, x: Array,
   # Global row indices, so the noise does not depend on batch_size.
   row_keys = _row_keys(key, first_row + _all_rows(x))
   terms = _elbo_terms(log_likelihood, x, mean, log_variance, row_keys)
-  terms["log_px"] = _iwae(log_likelihood, x, mean, log_variance, row_keys,
-                          num_samples, chunk_size)
+  terms["log_px"] = _iwae(
+    log_likelihood, x, mean, log_variance, row_keys, num_samples, chunk_size
+  )
   return terms
 
 
-def evaluate(encode: Encoder, log_likelihood: LogLikelihood, images, key: Array,
-             *, num_samples: int, chunk_size: int, batch_size: int,
-             num_dims: int, bits_offset_nats_per_dim: float = 0.0,
-             progress: bool = False) -> dict:
+def evaluate(
+  encode: Encoder,
+  log_likelihood: LogLikelihood,
+  images,
+  key: Array,
+  *,
+  num_samples: int,
+  chunk_size: int,
+  batch_size: int,
+  num_dims: int,
+  bits_offset_nats_per_dim: float = 0.0,
+  progress: bool = False,
+) -> dict:
   """ELBO, IWAE NLL, bits/dim and active units over a whole evaluation set.
 
   Batches of ``batch_size`` go through one function compiled once per call;
@@ -296,19 +363,35 @@ def evaluate(encode: Encoder, log_likelihood: LogLikelihood, images, key: Array,
     raise ValueError("images must hold at least one example.")
   batch_size = min(_positive_int("batch_size", batch_size), num_examples)
 
-  batch_fn = jax.jit(functools.partial(
-      evaluate_batch, encode, log_likelihood, num_samples=num_samples,
-      chunk_size=chunk_size))
+  batch_fn = jax.jit(
+    functools.partial(
+      evaluate_batch,
+      encode,
+      log_likelihood,
+      num_samples=num_samples,
+      chunk_size=chunk_size,
+    )
+  )
   outputs = []
   padded = padded_rows(images, batch_size)
-  for start in tqdm.trange(0, num_examples, batch_size, disable=not progress,
-                           desc="evaluate", unit="batch"):
+  for start in tqdm.trange(
+    0,
+    num_examples,
+    batch_size,
+    disable=not progress,
+    desc="evaluate",
+    unit="batch",
+  ):
     # Fetched per batch so that the progress bar tracks finished work.
-    outputs.append(jax.device_get(batch_fn(
-        padded[start:start + batch_size], key, np.uint32(start))))
+    outputs.append(
+      jax.device_get(
+        batch_fn(padded[start : start + batch_size], key, np.uint32(start))
+      )
+    )
   per_example = {
-      name: np.concatenate([o[name] for o in outputs])[:num_examples]
-      for name in outputs[0]}
+    name: np.concatenate([o[name] for o in outputs])[:num_examples]
+    for name in outputs[0]
+  }
   return summarize(per_example, num_samples, num_dims, bits_offset_nats_per_dim)
 
 
@@ -319,25 +402,30 @@ def padded_rows(values, batch_size: int):
   return values[np.minimum(np.arange(-(-n // batch_size) * batch_size), n - 1)]
 
 
-def summarize(per_example: dict[str, np.ndarray], num_samples: int,
-              num_dims: int, bits_offset_nats_per_dim: float) -> dict:
+def summarize(
+  per_example: dict[str, np.ndarray],
+  num_samples: int,
+  num_dims: int,
+  bits_offset_nats_per_dim: float,
+) -> dict:
   """Means over examples, in float64 on the host, as plain Python values:
   the dict :func:`evaluate` returns, from the concatenated outputs of
   :func:`evaluate_batch` (each ``[N, ...]``)."""
   per_example = {k: v.astype(np.float64) for k, v in per_example.items()}
   nll = -float(np.mean(per_example["log_px"]))
   count, variance = active_units(per_example["mean"])
-  bits = units.nats_to_bits_per_dim(nll + bits_offset_nats_per_dim * num_dims,
-                                    num_dims)
+  bits = units.nats_to_bits_per_dim(
+    nll + bits_offset_nats_per_dim * num_dims, num_dims
+  )
   return {
-      "elbo": float(np.mean(per_example["elbo"])),
-      "rate": float(np.mean(per_example["rate"])),
-      "distortion": float(np.mean(per_example["distortion"])),
-      "nll": nll,
-      "nll_samples": num_samples,
-      "bits_per_dim": float(bits),
-      "active_units": count,
-      "kl_per_dim": np.mean(per_example["kl_per_dim"], axis=0).tolist(),
-      "posterior_mean_variance": variance.tolist(),
-      "num_examples": len(per_example["log_px"]),
+    "elbo": float(np.mean(per_example["elbo"])),
+    "rate": float(np.mean(per_example["rate"])),
+    "distortion": float(np.mean(per_example["distortion"])),
+    "nll": nll,
+    "nll_samples": num_samples,
+    "bits_per_dim": float(bits),
+    "active_units": count,
+    "kl_per_dim": np.mean(per_example["kl_per_dim"], axis=0).tolist(),
+    "posterior_mean_variance": variance.tolist(),
+    "num_examples": len(per_example["log_px"]),
   }

@@ -25,10 +25,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vae_jax import data
 from vae_jax import divergences
-from vae_jax import models
 from vae_jax import prng
+from vae_jax.train import data
+from vae_jax.train import models
 
 Array = jax.Array
 HYPERPARAMETERS = ("beta", "free_bits", "warmup_steps", "sigma2")
@@ -36,17 +36,23 @@ HYPERPARAMETERS = ("beta", "free_bits", "warmup_steps", "sigma2")
 
 class TrainState(NamedTuple):
   """All a run's mutable state, one pytree: checkpoint it whole."""
-  step: Array                 # int32 scalar: optimiser steps taken
-  params: Any                 # pure dict of arrays (``nnx.split`` of the VAE)
+
+  step: Array  # int32 scalar: optimiser steps taken
+  params: Any  # pure dict of arrays (``nnx.split`` of the VAE)
   opt_state: optax.OptState
-  key: Array                  # typed PRNG key, advanced once per epoch
+  key: Array  # typed PRNG key, advanced once per epoch
 
 
-def hyperparameters(beta: float = 1.0, free_bits: float = 0.0,
-                    warmup_steps: int = 0, sigma2: float = 1.0) -> dict:
+def hyperparameters(
+  beta: float = 1.0,
+  free_bits: float = 0.0,
+  warmup_steps: int = 0,
+  sigma2: float = 1.0,
+) -> dict:
   """The per-run scalars of the objective, as float32 arrays (vmappable)."""
-  values = dict(beta=beta, free_bits=free_bits, warmup_steps=warmup_steps,
-                sigma2=sigma2)
+  values = dict(
+    beta=beta, free_bits=free_bits, warmup_steps=warmup_steps, sigma2=sigma2
+  )
   for name in ("beta", "free_bits", "warmup_steps"):
     if not values[name] >= 0:
       raise ValueError(f"{name} must be >= 0, got {values[name]}")
@@ -55,25 +61,37 @@ def hyperparameters(beta: float = 1.0, free_bits: float = 0.0,
   return {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
 
 
-def init_state(model: models.VAE, optimizer: optax.GradientTransformation,
-               key: Array) -> tuple[nnx.GraphDef, TrainState]:
+def init_state(
+  model: models.VAE, optimizer: optax.GradientTransformation, key: Array
+) -> tuple[nnx.GraphDef, TrainState]:
   """Splits the model into its static graph and a fresh TrainState."""
   graphdef, params = nnx.split(model)
   params = nnx.to_pure_dict(params)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                     opt_state=optimizer.init(params), key=key)
+  state = TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=optimizer.init(params),
+    key=key,
+  )
   return graphdef, state
 
 
 def kl_weight(hparams: dict, step: Array) -> Array:
   """beta_t: beta times the linear warm-up factor at this step."""
-  ramp = (step + 1).astype(jnp.float32) / jnp.maximum(hparams["warmup_steps"],
-                                                      1.0)
+  ramp = (step + 1).astype(jnp.float32) / jnp.maximum(
+    hparams["warmup_steps"], 1.0
+  )
   return hparams["beta"] * jnp.minimum(1.0, ramp)
 
 
-def loss_fn(params, graphdef: nnx.GraphDef, x: Array, key: Array,
-            hparams: dict, step: Array) -> tuple[Array, dict]:
+def loss_fn(
+  params,
+  graphdef: nnx.GraphDef,
+  x: Array,
+  key: Array,
+  hparams: dict,
+  step: Array,
+) -> tuple[Array, dict]:
   """The batch loss (scalar, nats per example) and its metrics.
 
   Args:
@@ -93,15 +111,24 @@ def loss_fn(params, graphdef: nnx.GraphDef, x: Array, key: Array,
   beta_t = kl_weight(hparams, step)
   loss = jnp.mean(-log_lik + beta_t * floored)
   rate = kl.sum(axis=-1)
-  metrics = dict(loss=loss, elbo=jnp.mean(log_lik - rate),
-                 rate=jnp.mean(rate), distortion=jnp.mean(-log_lik),
-                 beta=beta_t)
+  metrics = dict(
+    loss=loss,
+    elbo=jnp.mean(log_lik - rate),
+    rate=jnp.mean(rate),
+    distortion=jnp.mean(-log_lik),
+    beta=beta_t,
+  )
   return loss, metrics
 
 
-def train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
-               state: TrainState, x: Array, key: Array, hparams: dict
-               ) -> tuple[TrainState, dict]:
+def train_step(
+  graphdef: nnx.GraphDef,
+  optimizer: optax.GradientTransformation,
+  state: TrainState,
+  x: Array,
+  key: Array,
+  hparams: dict,
+) -> tuple[TrainState, dict]:
   """One optax step on batch x; pure (jit it with graphdef and optimizer
   static). A non-finite loss or update leaves the state as it was;
   ``metrics['finite']`` says which happened."""
@@ -111,16 +138,41 @@ def train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
 
 def _update(graphdef, optimizer, state, x, key, hparams):
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (loss, metrics), grads = grad_fn(state.params, graphdef, x, key, hparams,
-                                   state.step)
+  (loss, metrics), grads = grad_fn(
+    state.params, graphdef, x, key, hparams, state.step
+  )
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  new = TrainState(step=state.step + 1,
-                   params=optax.apply_updates(state.params, updates),
-                   opt_state=opt_state, key=state.key)
+  new = TrainState(
+    step=state.step + 1,
+    params=optax.apply_updates(state.params, updates),
+    opt_state=opt_state,
+    key=state.key,
+  )
   # The update, not just the gradient: a non-finite gradient makes it
   # non-finite too, and so does anything the optimiser itself produces.
   finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(updates))
   return new, dict(metrics, finite=finite)
+
+
+def guarded_step(
+  graphdef: nnx.GraphDef,
+  optimizer: optax.GradientTransformation,
+  state: TrainState,
+  ok: Array,
+  x: Array,
+  key: Array,
+  hparams: dict,
+) -> tuple[TrainState, Array, dict]:
+  """One step of an epoch that stops at its first non-finite step: with
+  ``ok`` (a boolean scalar) False, or a non-finite loss or update, the state
+  stays as it was and ``ok`` turns (stays) False.
+
+  Returns:
+    ``(state, ok, metrics)``; ``metrics['finite']`` is the new ``ok``.
+  """
+  new, metrics = _update(graphdef, optimizer, state, x, key, hparams)
+  ok = ok & metrics["finite"]
+  return _keep_if(ok, new, state), ok, dict(metrics, finite=ok)
 
 
 def _keep_if(ok: Array, new: TrainState, old: TrainState) -> TrainState:
@@ -137,7 +189,7 @@ def epoch_batches(key: Array, num_examples: int, batch_size: int) -> Array:
   if steps < 1:
     raise ValueError(f"batch_size {batch_size} > {num_examples} examples")
   perm = jax.random.permutation(key, num_examples)
-  return perm[:steps * batch_size].reshape(steps, batch_size)
+  return perm[: steps * batch_size].reshape(steps, batch_size)
 
 
 def epoch_inputs(key: Array, num_examples: int, batch_size: int):
@@ -150,8 +202,9 @@ def epoch_inputs(key: Array, num_examples: int, batch_size: int):
   return next_key, batches, jax.random.split(step_key, batches.shape[0])
 
 
-def batch_inputs(raw_train: Array, idx: Array, key: Array, *, protocol: str,
-                 levels: int) -> tuple[Array, Array]:
+def batch_inputs(
+  raw_train: Array, idx: Array, key: Array, *, protocol: str, levels: int
+) -> tuple[Array, Array]:
   """One step's images in [0, 1] (binarized or dequantized anew from the raw
   levels ``raw_train[idx]``) and its reparameterisation key.
 
@@ -159,20 +212,23 @@ def batch_inputs(raw_train: Array, idx: Array, key: Array, *, protocol: str,
   sweep of K runs holds K batches, not K copies of the training set.
   """
   data_key, noise_key = prng.split(key)  # jax.random.split's keys
-  return data.to_unit_interval(data_key, raw_train[idx], protocol,
-                               levels), noise_key
+  return data.to_unit_interval(
+    data_key, raw_train[idx], protocol, levels
+  ), noise_key
 
 
-# The stepwise path draws each batch outside the step: one compiled call,
-# not a hundred op-by-op dispatches of the fused Threefry rounds.
-_batch_inputs_jit = jax.jit(batch_inputs, static_argnames=("protocol",
-                                                           "levels"))
-
-
-def train_epoch(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
-                state: TrainState, raw_train: Array, hparams: dict, *,
-                batch_size: int, protocol: str, levels: int,
-                active: Array | bool = True) -> tuple[TrainState, dict]:
+def train_epoch(
+  graphdef: nnx.GraphDef,
+  optimizer: optax.GradientTransformation,
+  state: TrainState,
+  raw_train: Array,
+  hparams: dict,
+  *,
+  batch_size: int,
+  protocol: str,
+  levels: int,
+  active: Array | bool = True,
+) -> tuple[TrainState, dict]:
   """One pass over the training set inside one program (``lax.scan``).
 
   Args:
@@ -190,59 +246,56 @@ def train_epoch(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
     finite, it and every later step of the epoch leave the state unchanged;
     ``metrics['finite']`` is then False from that step on.
   """
-  next_key, batches, step_keys = epoch_inputs(state.key, raw_train.shape[0],
-                                              batch_size)
+  next_key, batches, step_keys = epoch_inputs(
+    state.key, raw_train.shape[0], batch_size
+  )
 
   def body(carry, inputs):
     st, ok = carry
     idx, key = inputs
-    x, noise_key = batch_inputs(raw_train, idx, key, protocol=protocol,
-                                levels=levels)
-    new, metrics = _update(graphdef, optimizer, st, x, noise_key, hparams)
-    ok = ok & metrics["finite"]
-    return (_keep_if(ok, new, st), ok), dict(metrics, finite=ok)
+    x, noise_key = batch_inputs(
+      raw_train, idx, key, protocol=protocol, levels=levels
+    )
+    st, ok, metrics = guarded_step(
+      graphdef, optimizer, st, ok, x, noise_key, hparams
+    )
+    return (st, ok), metrics
 
   (state, _), metrics = jax.lax.scan(
-      body, (state, jnp.asarray(active, jnp.bool_)), (batches, step_keys))
+    body, (state, jnp.asarray(active, jnp.bool_)), (batches, step_keys)
+  )
   return state._replace(key=next_key), metrics
 
 
-def make_train_epoch(graphdef, optimizer, *, batch_size: int, protocol: str,
-                     levels: int) -> Callable:
+def make_train_epoch(
+  graphdef, optimizer, *, batch_size: int, protocol: str, levels: int
+) -> Callable:
   """``train_epoch`` jitted: ``(state, raw_train, hparams) -> (state, m)``.
 
   The state's buffers are donated, so the caller must use the returned one.
   """
+
   def epoch(state, raw_train, hparams):
-    return train_epoch(graphdef, optimizer, state, raw_train, hparams,
-                       batch_size=batch_size, protocol=protocol, levels=levels)
+    return train_epoch(
+      graphdef,
+      optimizer,
+      state,
+      raw_train,
+      hparams,
+      batch_size=batch_size,
+      protocol=protocol,
+      levels=levels,
+    )
+
   return jax.jit(epoch, donate_argnums=0)
 
 
-def train_epoch_stepwise(step_fn: Callable, state: TrainState,
-                         raw_train: Array, hparams: dict, *, batch_size: int,
-                         protocol: str, levels: int
-                         ) -> tuple[TrainState, dict]:
-  """The same epoch as :func:`train_epoch` (same data, order and keys), one
-  jitted ``step_fn = jax.jit(partial(train_step, graphdef, optimizer))`` call
-  per batch from Python: the slower path, for debugging and for checking."""
-  next_key, batches, step_keys = epoch_inputs(state.key, raw_train.shape[0],
-                                              batch_size)
-  history, ok = [], True
-  for idx, key in zip(batches, step_keys):
-    x, noise_key = _batch_inputs_jit(raw_train, idx, key, protocol=protocol,
-                                     levels=levels)
-    new, metrics = step_fn(state, x, noise_key, hparams)
-    ok = ok and bool(metrics["finite"])
-    state = new if ok else state
-    history.append(dict(metrics, finite=ok))
-  metrics = jax.tree.map(lambda *v: jnp.stack(v), *history)
-  return state._replace(key=next_key), metrics
-
-
-def make_optimizer(learning_rate: float | optax.Schedule, *,
-                   eps: float = 1e-8, grad_clip: float = 0.0
-                   ) -> optax.GradientTransformation:
+def make_optimizer(
+  learning_rate: float | optax.Schedule,
+  *,
+  eps: float = 1e-8,
+  grad_clip: float = 0.0,
+) -> optax.GradientTransformation:
   """Adam, optionally after clipping the global gradient norm."""
   adam = optax.adam(learning_rate, eps=eps)
   if grad_clip > 0:
@@ -253,17 +306,18 @@ def make_optimizer(learning_rate: float | optax.Schedule, *,
 LR_SCHEDULES = ("constant", "cosine", "burda")
 
 
-def learning_rate_schedule(name: str, learning_rate: float, *,
-                           steps_per_epoch: int, num_epochs: int
-                           ) -> optax.Schedule:
+def learning_rate_schedule(
+  name: str, learning_rate: float, *, steps_per_epoch: int, num_epochs: int
+) -> optax.Schedule:
   """``constant``; ``cosine`` decay to 0 over the run; or ``burda``: the
   schedule of Burda et al. (2016), 3^i epochs at ``learning_rate * 10^(-i/7)``
   for i = 0..7 (3,280 epochs in all), then the last rate."""
   if name == "constant":
     return optax.constant_schedule(learning_rate)
   if name == "cosine":
-    return optax.cosine_decay_schedule(learning_rate,
-                                       max(1, steps_per_epoch * num_epochs))
+    return optax.cosine_decay_schedule(
+      learning_rate, max(1, steps_per_epoch * num_epochs)
+    )
   if name == "burda":
     boundaries, edge = {}, 0
     for i in range(1, 8):

@@ -11,6 +11,7 @@ import os
 import tempfile
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
@@ -25,7 +26,9 @@ def _grid(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
   canvas = np.ones((rows * (h + 1) - 1, cols * (w + 1) - 1), np.float32)
   for i in range(min(n, rows * cols)):
     r, c = divmod(i, cols)
-    canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = images[i]
+    canvas[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = (
+      images[i]
+    )
   return canvas
 
 
@@ -47,8 +50,9 @@ def _show(ax, canvas, title):
   ax.set_yticks([])
 
 
-def reconstructions(path: str, inputs: np.ndarray, outputs: np.ndarray,
-                    title: str) -> None:
+def reconstructions(
+  path: str, inputs: np.ndarray, outputs: np.ndarray, title: str
+) -> None:
   """Test inputs (left) beside their reconstructions E[x|z] (right)."""
   n = len(inputs)
   cols = min(8, n)
@@ -68,8 +72,15 @@ def samples(path: str, images: np.ndarray, title: str) -> None:
   _save(fig, path)
 
 
-def latent_grid(path: str, images: np.ndarray, rows: int, cols: int,
-                title: str, ylabel: str, xlabel: str) -> None:
+def latent_grid(
+  path: str,
+  images: np.ndarray,
+  rows: int,
+  cols: int,
+  title: str,
+  ylabel: str,
+  xlabel: str,
+) -> None:
   """A traversal (one latent dimension per row) or a 2-D manifold."""
   fig, ax = plt.subplots(figsize=(0.45 * cols + 1, 0.45 * rows + 1))
   _show(ax, _grid(images, rows, cols), title)
@@ -82,30 +93,35 @@ def curves(path: str, records: list[dict]) -> None:
   """Training loss and ELBO per epoch, test ELBO where evaluated, and rate
   and distortion: nats per example against epoch."""
   fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-  for ax, keys in ((left, ("train_loss", "train_elbo", "test_elbo")),
-                   (right, ("train_rate", "train_distortion", "test_rate",
-                            "test_distortion"))):
+  for ax, keys in (
+    (left, ("train_loss", "train_elbo", "test_elbo")),
+    (right, ("train_rate", "train_distortion", "test_rate", "test_distortion")),
+  ):
     for key in keys:
       sign = -1 if key.endswith("elbo") else 1
-      points = [(r["epoch"], sign * r[key]) for r in records
-                if r.get(key) is not None]
+      points = [
+        (r["epoch"], sign * r[key]) for r in records if r.get(key) is not None
+      ]
       if points:
         x, y = zip(*points)
         label = key.replace("_", " ").replace("elbo", "-ELBO")
-        ax.plot(x, y, "o-" if key.startswith("test") else "-", ms=3,
-                label=label)
+        ax.plot(
+          x, y, "o-" if key.startswith("test") else "-", ms=3, label=label
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per example")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   left.set_title("loss and negative ELBO (lower is better)", fontsize=9)
-  right.set_title("rate KL(q(z|x)||p(z)) and distortion -E log p(x|z)",
-                  fontsize=9)
+  right.set_title(
+    "rate KL(q(z|x)||p(z)) and distortion -E log p(x|z)", fontsize=9
+  )
   _save(fig, path)
 
 
-def _padded_limits(values: np.ndarray, frac: float = 0.12
-                   ) -> tuple[float, float]:
+def _padded_limits(
+  values: np.ndarray, frac: float = 0.12
+) -> tuple[float, float]:
   """Axis limits covering ``values`` with a margin of ``frac`` of their span.
 
   A span under a tenth of the values' magnitude (e.g. one point) is taken as
@@ -166,11 +182,12 @@ def _log_cell_edges(values: np.ndarray) -> np.ndarray:
   if v.size == 1:
     return np.array([v[0] / 2, v[0] * 2])
   mids = np.sqrt(v[:-1] * v[1:])
-  return np.concatenate([[v[0]**2 / mids[0]], mids, [v[-1]**2 / mids[-1]]])
+  return np.concatenate([[v[0] ** 2 / mids[0]], mids, [v[-1] ** 2 / mids[-1]]])
 
 
-def _constant_products(betas: np.ndarray, sigma2s: np.ndarray,
-                       rtol: float = 1e-9) -> np.ndarray:
+def _constant_products(
+  betas: np.ndarray, sigma2s: np.ndarray, rtol: float = 1e-9
+) -> np.ndarray:
   """The distinct values of 2 sigma2 beta over the grid, increasing.
 
   Values within ``rtol`` (relative) of the last kept one count as the same.
@@ -219,9 +236,17 @@ def _draw_iso_elbo(ax, totals: np.ndarray) -> None:
     xa, xb = max(x0, c - y1), min(x1, c - y0)  # the part inside the axes
     if xb > xa:
       xm = (xa + xb) / 2
-      ax.text(xm, c - xm, f"-ELBO = {c:g}", rotation=angle,
-              rotation_mode="anchor", ha="center", va="bottom", fontsize=7,
-              color="0.45")
+      ax.text(
+        xm,
+        c - xm,
+        f"-ELBO = {c:g}",
+        rotation=angle,
+        rotation_mode="anchor",
+        ha="center",
+        va="bottom",
+        fontsize=7,
+        color="0.45",
+      )
 
 
 def rate_distortion(path: str, rows: list[dict], title: str) -> None:
@@ -243,16 +268,25 @@ def rate_distortion(path: str, rows: list[dict], title: str) -> None:
       ``diverged`` (bool).
     title: the figure's title.
   """
-  shown = [r for r in rows if not r["diverged"]
-           and math.isfinite(r["rate"]) and math.isfinite(r["distortion"])]
+  shown = [
+    r
+    for r in rows
+    if not r["diverged"]
+    and math.isfinite(r["rate"])
+    and math.isfinite(r["distortion"])
+  ]
   if len(shown) < len(rows):
-    title += (f"\n({len(rows) - len(shown)} of {len(rows)} members diverged, "
-              "not shown)")
+    title += (
+      f"\n({len(rows) - len(shown)} of {len(rows)} members diverged, not shown)"
+    )
   fig, ax = plt.subplots(figsize=(6.4, 4.8))
   ax.set_title(title, fontsize=10)
   if not shown:
-    message = (f"all {len(rows)} sweep members diverged:\nnothing to plot"
-               if rows else "no sweep members: nothing to plot")
+    message = (
+      f"all {len(rows)} sweep members diverged:\nnothing to plot"
+      if rows
+      else "no sweep members: nothing to plot"
+    )
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
     _save(fig, path)
@@ -262,18 +296,32 @@ def rate_distortion(path: str, rows: list[dict], title: str) -> None:
   ax.set_xlim(*_padded_limits(rate))
   ax.set_ylim(*_padded_limits(distortion))
   _draw_iso_elbo(ax, rate + distortion)
-  series = sorted({(r["likelihood"], r["sigma2"]) for r in shown},
-                  key=lambda k: (k[0], k[1] is not None, k[1] or 0.0))
+  series = sorted(
+    {(r["likelihood"], r["sigma2"]) for r in shown},
+    key=lambda k: (k[0], k[1] is not None, k[1] or 0.0),
+  )
   for i, key in enumerate(series):
-    members = sorted((r for r in shown
-                      if (r["likelihood"], r["sigma2"]) == key),
-                     key=lambda r: r["beta"])
-    ax.plot([r["rate"] for r in members], [r["distortion"] for r in members],
-            marker=_MARKERS[i % len(_MARKERS)], color=f"C{i % 10}", ms=6,
-            lw=0.8, label=_series_label(*key))
+    members = sorted(
+      (r for r in shown if (r["likelihood"], r["sigma2"]) == key),
+      key=lambda r: r["beta"],
+    )
+    ax.plot(
+      [r["rate"] for r in members],
+      [r["distortion"] for r in members],
+      marker=_MARKERS[i % len(_MARKERS)],
+      color=f"C{i % 10}",
+      ms=6,
+      lw=0.8,
+      label=_series_label(*key),
+    )
     for r in members:
-      ax.annotate(f"β={r['beta']:g}", (r["rate"], r["distortion"]),
-                  xytext=(4, 4), textcoords="offset points", fontsize=7)
+      ax.annotate(
+        f"β={r['beta']:g}",
+        (r["rate"], r["distortion"]),
+        xytext=(4, 4),
+        textcoords="offset points",
+        fontsize=7,
+      )
   ax.set_xlabel("rate KL(q(z|x)||p(z)) (nats per example)")
   ax.set_ylabel("distortion -E log p(x|z) (nats per example)")
   ax.grid(alpha=0.3)
@@ -285,8 +333,9 @@ def _check_grid(name: str, grid) -> np.ndarray:
   """``grid`` as a float array after checking it is 1-D, > 0 and increasing."""
   grid = np.asarray(grid, np.float64)
   if grid.ndim != 1 or grid.size == 0:
-    raise ValueError(f"{name} must be a non-empty 1-D array; got shape "
-                     f"{grid.shape}")
+    raise ValueError(
+      f"{name} must be a non-empty 1-D array; got shape {grid.shape}"
+    )
   if not np.all(np.isfinite(grid) & (grid > 0)):
     raise ValueError(f"{name} must be finite and > 0; got {grid}")
   if np.any(np.diff(grid) <= 0):
@@ -305,38 +354,51 @@ def _label_beta(on_line: list[float], lo: float, hi: float) -> float:
   return math.sqrt(on_line[k] * on_line[k + 1])
 
 
-def _draw_constant_products(ax, betas: np.ndarray, sigma2s: np.ndarray,
-                            max_labels: int = 4) -> None:
-  """Lines sigma2 = c / (2 beta) for each grid value c of 2 sigma2 beta, a few
-  of them labelled, over the current (log) limits."""
+def _draw_constant_products(ax, betas: np.ndarray, sigma2s: np.ndarray) -> None:
+  """Lines sigma2 = c / (2 beta) for each grid value c of 2 sigma2 beta, each
+  labelled with its c, over the current (log) limits."""
   (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
   products = _constant_products(betas, sigma2s)
   grid_product = 2 * np.outer(sigma2s, betas)
-  on_lines = [[float(b) for b, col in zip(betas, grid_product.T)
-               if np.any(np.abs(col - c) <= 1e-9 * c)] for c in products]
-  # Label lines through two or more cells where there are any: their label
-  # then sits between two cells' numbers instead of beside one.
-  candidates = [i for i, on in enumerate(on_lines) if len(on) > 1]
-  candidates = candidates or list(range(len(products)))
-  picks = np.linspace(0, len(candidates) - 1, min(len(candidates), max_labels))
-  labelled = {candidates[k] for k in picks.round().astype(int)}
+  on_lines = [
+    [
+      float(b)
+      for b, col in zip(betas, grid_product.T)
+      if np.any(np.abs(col - c) <= 1e-9 * c)
+    ]
+    for c in products
+  ]
   for i, c in enumerate(products):
     ends = [c / (2 * x0), c / (2 * x1)]
     # White dashes over a black line: alternating, visible on any colour.
     ax.plot([x0, x1], ends, lw=1.0, color="black", zorder=2)
     ax.plot([x0, x1], ends, lw=1.0, ls=(0, (4, 4)), color="white", zorder=2)
-    if i not in labelled:
-      continue
     b = _label_beta(on_lines[i], max(x0, c / (2 * y1)), min(x1, c / (2 * y0)))
     angle = _screen_angle(ax, (b, c / (2 * b)), (2 * b, c / (4 * b)))
-    ax.text(b, c / (2 * b), f"2σ²β = {c:.3g}", rotation=angle,
-            rotation_mode="anchor", ha="center", va="center", fontsize=6.5,
-            zorder=4, bbox=dict(boxstyle="round,pad=0.2", fc="white",
-                                ec="black", lw=0.5, alpha=0.85))
+    ax.text(
+      b,
+      c / (2 * b),
+      f"2σ²β = {c:.3g}",
+      rotation=angle,
+      rotation_mode="anchor",
+      ha="center",
+      va="center",
+      fontsize=6.5,
+      zorder=4,
+      bbox=dict(
+        boxstyle="round,pad=0.2", fc="white", ec="black", lw=0.5, alpha=0.85
+      ),
+    )
 
 
-def sweep_heatmap(path: str, betas: np.ndarray, sigma2s: np.ndarray,
-                  values: np.ndarray, label: str, title: str) -> None:
+def sweep_heatmap(
+  path: str,
+  betas: np.ndarray,
+  sigma2s: np.ndarray,
+  values: np.ndarray,
+  label: str,
+  title: str,
+) -> None:
   """One number per (beta, sigma2) cell of a sweep, on log-log axes, with the
   lines of constant 2 sigma2 beta.
 
@@ -366,17 +428,24 @@ def sweep_heatmap(path: str, betas: np.ndarray, sigma2s: np.ndarray,
   values = np.asarray(values, np.float64)
   if values.shape != (len(sigma2s), len(betas)):
     raise ValueError(
-        f"values must have shape [len(sigma2s), len(betas)] = "
-        f"{[len(sigma2s), len(betas)]}; got {list(values.shape)}")
+      f"values must have shape [len(sigma2s), len(betas)] = "
+      f"{[len(sigma2s), len(betas)]}; got {list(values.shape)}"
+    )
   finite = values[np.isfinite(values)]
   norm = matplotlib.colors.Normalize(
-      *((finite.min(), finite.max()) if finite.size else (0.0, 1.0)))
+    *((finite.min(), finite.max()) if finite.size else (0.0, 1.0))
+  )
   cmap = plt.get_cmap("viridis")
-  fig, ax = plt.subplots(figsize=(max(4.5, 0.8 * len(betas) + 2.5),
-                                  max(3.5, 0.55 * len(sigma2s) + 2)))
+  fig, ax = plt.subplots(
+    figsize=(
+      max(4.5, 0.8 * len(betas) + 2.5),
+      max(3.5, 0.55 * len(sigma2s) + 2),
+    )
+  )
   x_edges, y_edges = _log_cell_edges(betas), _log_cell_edges(sigma2s)
-  mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(values),
-                       cmap=cmap, norm=norm)
+  mesh = ax.pcolormesh(
+    x_edges, y_edges, np.ma.masked_invalid(values), cmap=cmap, norm=norm
+  )
   ax.set_facecolor("0.8")
   ax.set_xscale("log")
   ax.set_yscale("log")
@@ -393,9 +462,17 @@ def sweep_heatmap(path: str, betas: np.ndarray, sigma2s: np.ndarray,
         rgba = cmap(norm(values[i, j]))
         light = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] > 0.5
         # A box of the cell's colour keeps the dashed lines off the number.
-        ax.text(b, s, f"{values[i, j]:.3g}", ha="center", va="center",
-                fontsize=7, color="black" if light else "white", zorder=3,
-                bbox=dict(boxstyle="square,pad=0.1", fc=rgba, ec="none"))
+        ax.text(
+          b,
+          s,
+          f"{values[i, j]:.3g}",
+          ha="center",
+          va="center",
+          fontsize=7,
+          color="black" if light else "white",
+          zorder=3,
+          bbox=dict(boxstyle="square,pad=0.1", fc=rgba, ec="none"),
+        )
   ax.set_xlabel("β")
   ax.set_ylabel("σ²")
   if finite.size < values.size:

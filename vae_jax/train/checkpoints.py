@@ -1,4 +1,4 @@
-"""Checkpoints of the whole training state with orbax, and atomic file writes.
+"""Checkpoints of the whole training state with orbax.
 
 A checkpoint holds a run's TrainState (step, parameters, optimiser state, PRNG
 key), or a sweep's stacked and sharded states, saved under the number of
@@ -6,16 +6,15 @@ finished epochs. Sharded arrays are written and read shard by shard; under
 ``jax.distributed`` every process calls ``save`` and ``restore`` and the
 directory must be on a file system all of them share. Orbax writes each one to a
 temporary folder and renames it when complete, so a run killed mid-save keeps
-its previous checkpoint; :func:`write_json` and :func:`write_text` do the same
-for single files (write a sibling, fsync, ``os.replace``).
+its previous checkpoint (:mod:`vae_jax.train.files` does the same for single
+files).
 """
 
-import json
 import os
-import tempfile
 
 import jax
 
+from vae_jax.train import keys
 
 
 class Checkpointer:
@@ -40,9 +39,11 @@ class Checkpointer:
     # not before its first epoch.
     if self._manager is None:
       ocp = _orbax()
-      options = ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep,
-                                             enable_async_checkpointing=False,
-                                             create=True)
+      options = ocp.CheckpointManagerOptions(
+        max_to_keep=self._max_to_keep,
+        enable_async_checkpointing=False,
+        create=True,
+      )
       self._manager = ocp.CheckpointManager(self.directory, options=options)
     return self._manager
 
@@ -55,18 +56,19 @@ class Checkpointer:
   def save(self, epoch: int, state) -> None:
     """Writes ``state`` as the checkpoint of ``epoch``, synchronously."""
     ocp, manager = _orbax(), self._open()
-    manager.save(epoch, args=ocp.args.StandardSave(_to_saveable(state)),
-                 force=True)
+    manager.save(
+      epoch, args=ocp.args.StandardSave(_to_saveable(state)), force=True
+    )
     manager.wait_until_finished()
 
   def restore(self, epoch: int, template):
     """Reads the checkpoint of ``epoch`` into ``template``'s structure,
     shapes, dtypes and shardings."""
     ocp = _orbax()
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                          _to_saveable(template))
-    saved = self._open().restore(epoch,
-                                 args=ocp.args.StandardRestore(target))
+    target = jax.tree.map(
+      ocp.utils.to_shape_dtype_struct, _to_saveable(template)
+    )
+    saved = self._open().restore(epoch, args=ocp.args.StandardRestore(target))
     return _from_saved(saved, template)
 
   def close(self) -> None:
@@ -76,6 +78,7 @@ class Checkpointer:
 
 def _orbax():
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
   return ocp
 
 
@@ -83,43 +86,20 @@ def _is_namedtuple(x) -> bool:
   return isinstance(x, tuple) and hasattr(x, "_fields")
 
 
-def is_prng_key(x) -> bool:
-  """Whether ``x`` is a typed PRNG key array (``jax.random.key``)."""
-  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(
-      x.dtype, jax.dtypes.prng_key)
-
-
 def _to_saveable(state):
   # NamedTuples become dicts of their fields, typed PRNG keys raw uint32 data.
   if _is_namedtuple(state):
     return {f: _to_saveable(getattr(state, f)) for f in state._fields}
-  return jax.random.key_data(state) if is_prng_key(state) else state
+  return jax.random.key_data(state) if keys.is_prng_key(state) else state
 
 
 def _from_saved(saved, template):
   if _is_namedtuple(template):
-    return type(template)(**{f: _from_saved(saved[f], getattr(template, f))
-                             for f in template._fields})
-  return jax.random.wrap_key_data(saved) if is_prng_key(template) else saved
-
-
-def write_text(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` atomically: all of it or none of it."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)   # mkstemp's 0600 is too private for results
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
-
-def write_json(path: str, obj) -> None:
-  """Writes ``obj`` as indented JSON, atomically."""
-  write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    return type(template)(
+      **{
+        f: _from_saved(saved[f], getattr(template, f)) for f in template._fields
+      }
+    )
+  return (
+    jax.random.wrap_key_data(saved) if keys.is_prng_key(template) else saved
+  )

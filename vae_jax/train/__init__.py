@@ -1,0 +1,31 @@
+"""Training VAEs with Flax and optax (``pip install "vae_jax[train]"``).
+
+``train_and_evaluate(config, workdir)`` runs one experiment: a config (an
+ml_collections ConfigDict, see ``experiments/configs/default.py``) in, a
+:class:`Result` (also ``summary.json``), metrics, checkpoints and figures
+out. The layers below it, one module each: ``config`` (checks), ``data``
+(sources and protocols), ``models`` (the Flax VAE), ``training`` (the step
+and the scanned epoch), ``setup`` (a config's model, optimiser and state),
+``program`` (K members on a device mesh), ``engine`` (the one loop, for a
+run and a sweep's groups), ``evaluation`` (ELBO, IWAE, active units),
+``results`` (the record), ``checkpoints``, ``files``, ``keys``, ``logs``,
+``progress``, ``figures`` and ``plots``.
+"""
+
+from vae_jax.train.config import ConfigError
+from vae_jax.train.data import DataError
+from vae_jax.train.data import DataUnavailableError
+from vae_jax.train.engine import NonFiniteLossError
+from vae_jax.train.engine import run_group
+from vae_jax.train.experiment import train_and_evaluate
+from vae_jax.train.results import Result
+
+__all__ = [
+  "ConfigError",
+  "DataError",
+  "DataUnavailableError",
+  "NonFiniteLossError",
+  "Result",
+  "run_group",
+  "train_and_evaluate",
+]

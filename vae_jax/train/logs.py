@@ -1,0 +1,120 @@
+"""Per-epoch metrics: ``metrics.jsonl`` (one JSON object a line) and TensorBoard.
+
+A single run logs one record per epoch; a group of named members (a sweep)
+logs one record per member per epoch, with its ``"member"`` name, and each
+member has its own TensorBoard run, ``tensorboard/<name>/``, named by its
+hyperparameters, plus an hparams summary once it is evaluated.
+
+On resume the log is cut back to the epochs the restored checkpoint covers,
+so a run killed between logging an epoch and checkpointing it does not log
+that epoch twice; TensorBoard is told the same through ``purge_step``.
+"""
+
+import json
+import os
+
+from vae_jax.train import files
+
+
+class MetricsLog:
+  """Appends records ``{"epoch": int, name: number, ...}`` to both logs.
+
+  Args:
+    workdir: the run's folder; writes ``metrics.jsonl`` and ``tensorboard/``.
+    last_epoch: the epoch the run resumes after (0 for a fresh run); later
+      records already in the file are dropped.
+    writer: False keeps records in memory only (processes other than 0).
+  """
+
+  def __init__(self, workdir: str, last_epoch: int = 0, writer: bool = True):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._writer_enabled = writer
+    self.records = []
+    self._file = None
+    if writer:
+      self.records = [
+        r for r in read_records(self.path) if r["epoch"] <= last_epoch
+      ]
+      files.write_text(
+        self.path, "".join(json.dumps(r) + "\n" for r in self.records)
+      )
+      self._file = open(self.path, "a")
+    self._tb_dir = os.path.join(workdir, "tensorboard")
+    self._purge_step = last_epoch + 1
+    self._tb = {}  # opened at the first record (see _writer)
+
+  def write(self, records: list[dict]) -> None:
+    """Logs one epoch: a record per member (one for a single run), each with
+    an integer ``epoch`` and, in a sweep, the member's ``member`` name."""
+    self.records.extend(records)
+    if not self._writer_enabled:
+      return
+    self._file.write("".join(json.dumps(r) + "\n" for r in records))
+    self._file.flush()
+    os.fsync(self._file.fileno())
+    for record in records:
+      writer = self._writer(record.get("member"))
+      for name, value in record.items():
+        if (
+          name != "epoch"
+          and isinstance(value, (int, float))
+          and not (isinstance(value, bool))
+        ):
+          writer.add_scalar(name, value, record["epoch"])
+      writer.flush()
+
+  def of(self, member: str | None) -> list[dict]:
+    """The records of one member (``None``: a single run's)."""
+    return [r for r in self.records if r.get("member") == member]
+
+  def hparams(self, member: str | None, hparams: dict, metrics: dict) -> None:
+    """TensorBoard's hparams summary of a member: its hyperparameters and
+    final test metrics (None values left out)."""
+    if not self._writer_enabled:
+      return
+    clean = lambda d: {k: v for k, v in d.items() if v is not None}
+    metrics = {f"hparam/{k}": v for k, v in clean(metrics).items()}
+    self._writer(member).add_hparams(clean(hparams), metrics, name=".")
+
+  def _writer(self, member: str | None):
+    # tensorboardX takes ~0.1 s to import, and ~1.7 s more where PyTorch is
+    # installed (it imports torch): paid after the first epoch, not before.
+    if member not in self._tb:
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+
+      directory = (
+        self._tb_dir
+        if member is None
+        else os.path.join(self._tb_dir, member.replace("/", "_"))
+      )
+      self._tb[member] = tensorboardX.SummaryWriter(
+        directory, purge_step=self._purge_step
+      )
+    return self._tb[member]
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+    for writer in self._tb.values():
+      writer.close()
+
+
+def read_records(path: str) -> list[dict]:
+  """The records of a ``metrics.jsonl`` (empty if it does not exist).
+
+  A last line cut short by a kill is ignored; any other bad line is an error.
+  """
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    lines = f.read().split("\n")
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i < len(lines) - 1 and any(l.strip() for l in lines[i + 1 :]):
+        raise ValueError(f"{path}: line {i + 1} is not JSON") from None
+  return records
