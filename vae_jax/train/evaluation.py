@@ -94,8 +94,9 @@ def _noise(
 
 
 def _reparameterise(mean: Array, log_variance: Array, eps: Array) -> Array:
-  """z = mean + std * eps for eps [B, C, L] and a posterior [B, L]."""
-  return mean[:, None] + jnp.exp(0.5 * log_variance)[:, None] * eps
+  """z [B, C, L] for eps [B, C, L] and a posterior [B, L]
+  (:func:`vae_jax.divergences.reparameterize`)."""
+  return divergences.reparameterize(mean[:, None], log_variance[:, None], eps)
 
 
 def _elbo_terms(
