@@ -1,7 +1,13 @@
 """What the command-line entry points share (no flags are defined here)."""
 
+import ast
+import collections
 import os
+import re
+import sys
 
+from absl import flags
+from ml_collections import config_flags
 import jax
 
 import vae_jax.train
@@ -12,7 +18,86 @@ USER_ERRORS = (
   vae_jax.train.DataError,
   vae_jax.train.DataUnavailableError,
   vae_jax.train.NonFiniteLossError,
+  vae_jax.train.WorkdirError,
+  vae_jax.train.CheckpointError,
 )
+_OVERRIDE = re.compile(r"--(config\.[\w.]+)(=|$)")
+
+
+def fail(message: str, code: int = 2):
+  """Ends the program with one line, ``error: <message>``, on stderr."""
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every mistake as one ``error:`` line.
+
+  A ``--config.<key>`` given twice is refused (ml_collections would
+  concatenate two tuple values); a value of the wrong type ends the program
+  with the reason, not a traceback. (Unknown keys and unreadable config files
+  surface when the config is first read: :func:`config_value`.)
+  """
+  given = collections.Counter(
+    m.group(1) for arg in argv[1:] if (m := _OVERRIDE.match(arg))
+  )
+  if twice := sorted(k for k, n in given.items() if n > 1):
+    fail(f"--{twice[0]} is given {given[twice[0]]} times; give it once")
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except  # any bad flag
+    fail(_one_line(e))
+
+
+def define_config(name: str, default: str, help_text: str):
+  """``config_flags.DEFINE_config_file``, locked. ml_collections reads the
+  command line's ``--<name>.<key>`` overrides here, when the flag is
+  defined; an unknown key (with a did-you-mean) or a value that cannot
+  become its key's type ends the program with one ``error:`` line."""
+  try:
+    return config_flags.DEFINE_config_file(
+      name, default, help_text, lock_config=True
+    )
+  except (AttributeError, KeyError) as e:
+    fail(f"unknown config key {_one_line(e)}")
+  except Exception as e:  # pylint: disable=broad-except  # bad file or value
+    fail(f"--{name}: {_one_line(e)}")
+
+
+def config_value(holder):
+  """The config of a ``DEFINE_config_file`` flag, its file loaded and the
+  overrides applied; a file that cannot be loaded, an unknown key (with a
+  did-you-mean) or a value that does not fit its key ends the program with
+  one ``error:`` line."""
+  try:
+    value = holder.value
+    value.keys()  # a file that failed to load raises on first use
+    return value
+  except (AttributeError, KeyError) as e:
+    fail(f"unknown config key {_one_line(e)}")
+  except Exception as e:  # pylint: disable=broad-except  # bad file or value
+    fail(f"--{holder.name}: {_one_line(e)}")
+
+
+def _one_line(error: Exception) -> str:
+  text = str(error)
+  if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+    try:  # ml_collections puts the repr of its message in the error
+      text = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      pass
+  return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def interrupted(workdir: str):
+  """Ends the program after Ctrl-C with one line on how to resume."""
+  print(
+    f"\nstopped (Ctrl-C). Checkpoints so far are kept in {workdir}: run the "
+    "same command to resume.",
+    file=sys.stderr,
+    flush=True,
+  )
+  sys.exit(130)
 
 
 def config_path(name: str) -> str:

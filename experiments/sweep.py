@@ -28,17 +28,13 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-from ml_collections import config_flags
 
 from experiments import cli
 from vae_jax import sweep
 from vae_jax.train import results
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config",
-  cli.config_path("sweep.py"),
-  "Sweep config (a .py file).",
-  lock_config=True,
+_CONFIG = cli.define_config(
+  "config", cli.config_path("sweep.py"), "Sweep config (a .py file)."
 )
 _WORKDIR = flags.DEFINE_string(
   "workdir", "runs/sweep", "Where outputs and checkpoints go."
@@ -85,15 +81,18 @@ def initialize_distributed() -> None:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = cli.config_value(_CONFIG)
   logging.set_verbosity(logging.WARNING)
   if _CACHE.value:
     cli.enable_compilation_cache(_CACHE.value)
   initialize_distributed()
   try:
-    rows = sweep.run(_CONFIG.value, _WORKDIR.value)
+    rows = sweep.run(config, _WORKDIR.value)
   except cli.USER_ERRORS as e:
-    sys.exit(f"error: {e}")
+    cli.fail(str(e), code=1)
+  except KeyboardInterrupt:
+    cli.interrupted(_WORKDIR.value)
   if jax.process_index() != 0:
     return
   workdir = os.path.abspath(_WORKDIR.value)
@@ -107,4 +106,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -24,16 +24,12 @@ if __package__ in (
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from experiments import cli
 import vae_jax.train
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config",
-  cli.config_path("default.py"),
-  "Run config (a .py file).",
-  lock_config=True,
+_CONFIG = cli.define_config(
+  "config", cli.config_path("default.py"), "Run config (a .py file)."
 )
 _WORKDIR = flags.DEFINE_string(
   "workdir", "runs/default", "Where outputs and checkpoints go."
@@ -47,14 +43,17 @@ _CACHE = flags.DEFINE_string(
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = cli.config_value(_CONFIG)
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   if _CACHE.value:
     cli.enable_compilation_cache(_CACHE.value)
   try:
-    result = vae_jax.train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    result = vae_jax.train.train_and_evaluate(config, _WORKDIR.value)
   except cli.USER_ERRORS as e:
-    sys.exit(f"error: {e}")
+    cli.fail(str(e), code=1)
+  except KeyboardInterrupt:
+    cli.interrupted(_WORKDIR.value)
   workdir = os.path.abspath(_WORKDIR.value)
   print(f"\nOutputs in {workdir}:")
   for name in (
@@ -85,4 +84,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -130,7 +130,7 @@ def test_grid_zip_dedupe_and_groups():
     (
       dict(axes=dict(beta=(1.0, -1.0))),
       r"sweep member 1 \(beta=-1.0\): "
-      r"config.beta must be a number >= 0",
+      r"config.beta must be a finite number >= 0",
     ),
   ],
 )

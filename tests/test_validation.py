@@ -173,13 +173,13 @@ VALUE_CASES = (
     "sigma2_zero",
     vae_jax.gaussian_log_likelihood,
     (X, X, 0.0),
-    r"sigma2 must be > 0",
+    r"sigma2 must be finite and > 0",
   ),
   (
     "sigma2_negative_pixel",
     vae_jax.gaussian_log_likelihood,
     (X, X, jnp.ones(4).at[2].set(-1)),
-    r"sigma2 must be > 0",
+    r"sigma2 must be finite and > 0",
   ),
   (
     "mean_nan",
@@ -194,10 +194,28 @@ VALUE_CASES = (
     r"log_variance must not contain NaN",
   ),
   (
+    "sigma2_inf",
+    vae_jax.gaussian_log_likelihood,
+    (X, X, jnp.inf),
+    r"sigma2 must be finite and > 0",
+  ),
+  (
+    "cb_logits_inf",
+    vae_jax.continuous_bernoulli_log_likelihood,
+    (X, LOGITS.at[2].set(-jnp.inf)),
+    r"logits must not be \+-inf",
+  ),
+  (
+    "beta_inf",
+    lambda x, l, m, v, b: vae_jax.negative_elbo(x, l, m, v, beta=b),
+    (X, LOGITS, LOGITS, LOGITS, jnp.float32(jnp.inf)),
+    r"beta must be finite and >= 0",
+  ),
+  (
     "negative_beta",
     lambda x, l, m, v, b: vae_jax.negative_elbo(x, l, m, v, beta=b),
     (X, LOGITS, LOGITS, LOGITS, jnp.float32(-1.0)),
-    r"beta must be >= 0",
+    r"beta must be finite and >= 0",
   ),
 )
 
@@ -223,9 +241,9 @@ class ValueErrorTest(parameterized.TestCase):
     bad_x = np.full(4, 2.0, np.float32)  # a NumPy constant closed over by jit
     with self.assertRaisesRegex(ValueError, r"x must lie in \[0, 1\]"):
       jax.jit(lambda l: vae_jax.bernoulli_log_likelihood(bad_x, l))(LOGITS)
-    with self.assertRaisesRegex(ValueError, r"sigma2 must be > 0"):
+    with self.assertRaisesRegex(ValueError, r"sigma2 must be finite and > 0"):
       jax.jit(lambda x: vae_jax.gaussian_log_likelihood(x, x, -1.0))(X)
-    with self.assertRaisesRegex(ValueError, r"beta must be >= 0"):
+    with self.assertRaisesRegex(ValueError, r"beta must be finite and >= 0"):
       jax.jit(
         lambda x: vae_jax.negative_elbo(x, LOGITS, LOGITS, LOGITS, beta=-2)
       )(X)
@@ -262,3 +280,68 @@ class ValueErrorTest(parameterized.TestCase):
       ValueError, r"found 1 value\(s\) that do not, e.g. -2.0"
     ):
       vae_jax.gaussian_log_likelihood(X, X, jnp.ones(4).at[3].set(-2.0))
+
+
+class InfiniteAndBatchRuleTest(parameterized.TestCase):
+  @parameterized.parameters(
+    (1.0, np.inf, 0.0),
+    (0.0, np.inf, -np.inf),
+    (0.0, -np.inf, 0.0),
+    (1.0, -np.inf, -np.inf),
+    (0.5, np.inf, -np.inf),
+  )
+  def test_bernoulli_at_infinite_logits_is_the_limit(self, x, logit, limit):
+    # The limit of x log sigmoid(l) + (1 - x) log sigmoid(-l) as l -> +-inf,
+    # next to a finite logit whose value is unchanged.
+    xs = jnp.array([x, 1.0], jnp.float32)
+    ls = jnp.array([logit, 2.0], jnp.float32)
+    got = float(jax.jit(vae_jax.bernoulli_log_likelihood)(xs, ls))
+    finite = float(np.log(1 / (1 + np.exp(-2.0))))
+    if np.isfinite(limit):
+      self.assertAlmostEqual(got, limit + finite, places=6)
+    else:
+      self.assertEqual(got, limit)
+
+  def test_checked_returns_the_error_for_concrete_bad_input(self):
+    # Python numbers and NumPy constants too: the error comes back, no raise.
+    bad_x = np.full(4, 2.0, np.float32)
+    err, out = vae_jax.checked(
+      lambda x: vae_jax.gaussian_log_likelihood(x, x, -1.0)
+    )(X)
+    with self.assertRaisesRegex(checkify.JaxRuntimeError, "sigma2 must"):
+      err.throw()
+    self.assertTrue(np.isnan(out))
+    err, _ = vae_jax.checked(
+      lambda l: vae_jax.bernoulli_log_likelihood(bad_x, l)
+    )(LOGITS)
+    with self.assertRaisesRegex(checkify.JaxRuntimeError, r"x must lie in"):
+      err.throw()
+    err, _ = vae_jax.checked(vae_jax.bernoulli_log_likelihood)(X, LOGITS)
+    err.throw()  # good input: no error
+
+  def test_a_batch_is_one_example_to_a_per_example_function(self):
+    # The documented rule: everything is summed; batched(..., event_ndim)
+    # is the check that tells a batch from an example.
+    x = jnp.full((4, 6), 0.25, jnp.float32)
+    l = jnp.linspace(-3, 3, 24, dtype=jnp.float32).reshape(4, 6)
+    whole = vae_jax.bernoulli_log_likelihood(x, l)
+    rows = [vae_jax.bernoulli_log_likelihood(a, b) for a, b in zip(x, l)]
+    self.assertAlmostEqual(float(whole), float(sum(rows)), places=4)
+    per_row = vae_jax.batched(
+      vae_jax.bernoulli_log_likelihood, "none", event_ndim=1
+    )(x, l)
+    np.testing.assert_allclose(per_row, rows, rtol=1e-6)
+    with self.assertRaisesRegex(
+      ValueError,
+      r"positional argument 0 has shape"
+      r" \(4, 6\): expected a batch of examples of"
+      r" rank 2",
+    ):
+      vae_jax.batched(vae_jax.bernoulli_log_likelihood, event_ndim=2)(x, l)
+    elbo = vae_jax.batched(vae_jax.negative_elbo, event_ndim=(1, 1, 1, 1))
+    z = jnp.zeros((4, 2), jnp.float32)
+    self.assertTrue(np.isfinite(elbo(x, l, z, z)))
+    with self.assertRaisesRegex(ValueError, "argument 2 has shape"):
+      vae_jax.batched(vae_jax.negative_elbo, event_ndim=(1, 1, 2, 1))(
+        x, l, z, z
+      )

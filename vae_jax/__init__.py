@@ -7,8 +7,10 @@ with the mean (or use :func:`batched`). All functions are pure and work under
 ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
 
 Input checks: wrong shapes and dtypes raise at trace time; out-of-domain values
-(x outside [0, 1], sigma2 <= 0, NaN) raise when inputs are concrete, and under
-``jax.jit`` through :func:`checked`.
+(x outside [0, 1], sigma2 not finite and > 0, beta not finite and >= 0, NaN)
+raise when inputs are concrete, and under ``jax.jit`` through :func:`checked`.
+A function cannot tell a batch from one example of the batch's shape (it sums
+over every axis): ``batched(fn, event_ndim=k)`` vmaps and checks the rank.
 
 :data:`DECODERS` (:mod:`vae_jax.decoders`) is the registry of decoder
 likelihoods the training stack reads: each entry's per-example

@@ -7,6 +7,8 @@ under a plain ``jax.jit``, enforced under :func:`checked`.
 """
 
 from collections.abc import Callable
+import contextvars
+import functools
 from typing import Any
 
 import jax
@@ -90,7 +92,7 @@ def values(
   and JAX arrays alike (comparisons, ``&``, ``~``).
   """
   message = f"{name} must {requirement}"
-  if isinstance(value, jax.core.Tracer):
+  if isinstance(value, jax.core.Tracer) or _STAGING.get():
     checkify.debug_check(jnp.all(ok(value)), message + " (found a violation)")
     return
   host = np.asarray(value)
@@ -115,8 +117,21 @@ def positive(name: str, value: Array) -> None:
   values(name, value, lambda v: v > 0, "be > 0 (no NaN)")
 
 
-def non_negative(name: str, value: Array) -> None:
-  values(name, value, lambda v: v >= 0, "be >= 0 (no NaN)")
+def positive_finite(name: str, value: Array) -> None:
+  values(name, value, lambda v: (v > 0) & (v < np.inf), "be finite and > 0")
+
+
+def non_negative_finite(name: str, value: Array) -> None:
+  values(name, value, lambda v: (v >= 0) & (v < np.inf), "be finite and >= 0")
+
+
+def not_infinite(name: str, value: Array) -> None:
+  values(name, value, lambda v: ~(abs(v) == np.inf), "not be +-inf")
+
+
+# Set while `checked` traces a function: every value check is then staged,
+# concrete inputs too, so it returns (error, output) instead of raising.
+_STAGING = contextvars.ContextVar("vae_jax_checks_staging", default=False)
 
 
 def checked(
@@ -124,7 +139,9 @@ def checked(
 ) -> Callable[..., Any]:
   """Returns ``fn`` with its domain checks enforced, also under ``jax.jit``.
 
-  The result returns ``(error, output)``; call ``error.throw()`` to raise::
+  The result returns ``(error, output)`` and never raises for a value
+  (concrete inputs, Python numbers and NumPy constants included); call
+  ``error.throw()`` to raise::
 
     err, ll = jax.jit(checked(bernoulli_log_likelihood))(x, logits)
     err.throw()   # ValueError-like JaxRuntimeError naming the argument
@@ -134,4 +151,13 @@ def checked(
     errors: which checkify errors to enforce; add ``checkify.nan_checks`` to
       also catch a NaN produced anywhere inside ``fn``.
   """
-  return checkify.checkify(fn, errors=errors)
+
+  @functools.wraps(fn)
+  def staged(*args, **kwargs):
+    token = _STAGING.set(True)
+    try:
+      return fn(*args, **kwargs)
+    finally:
+      _STAGING.reset(token)
+
+  return checkify.checkify(staged, errors=errors)

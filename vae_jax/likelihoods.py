@@ -75,7 +75,8 @@ def bernoulli_log_likelihood(x: Array, logits: Array) -> Array:
   :func:`continuous_bernoulli_log_likelihood` for one that is).
 
   Stable at any finite logit: finite values and gradients at |l| = 1e3 in
-  float32 and bfloat16.
+  float32 and bfloat16. At l = +-inf the value is its limit: 0 where x is
+  the certain outcome (x = 1 at +inf, x = 0 at -inf), -inf elsewhere.
 
   Args:
     x: data of one example, shape ``[...]``, values in [0, 1].
@@ -86,7 +87,11 @@ def bernoulli_log_likelihood(x: Array, logits: Array) -> Array:
   """
   x, logits = _validated_pair(x, checks.unit_interval, "logits", logits)
   checks.not_nan("logits", logits)
-  return sum_over_data(_bernoulli_terms(x, logits))
+  terms = _bernoulli_terms(x, logits)
+  # At l = +-inf the formula meets 0 * inf; the limit is 0 where x is the
+  # certain outcome (x = 1 at +inf, x = 0 at -inf) and -inf elsewhere.
+  limit = jnp.where(x == (logits > 0), 0.0, -jnp.inf).astype(terms.dtype)
+  return sum_over_data(jnp.where(jnp.isinf(logits), limit, terms))
 
 
 def _clamped_log(log_fn, p: Array, ok: Array, safe: float) -> Array:
@@ -151,7 +156,7 @@ def gaussian_log_likelihood(
   checks.broadcastable_to("sigma2", sigma2, "x", x)
   checks.not_nan("x", x)
   checks.not_nan("mean", mean)
-  checks.positive("sigma2", sigma2)
+  checks.positive_finite("sigma2", sigma2)
   terms = jnp.square(x - mean) / sigma2 + jnp.log(sigma2) + _LOG_2PI
   return -0.5 * sum_over_data(jnp.broadcast_to(terms, x.shape))
 
@@ -221,7 +226,8 @@ def continuous_bernoulli_log_likelihood(x: Array, logits: Array) -> Array:
     Scalar log-density in nats (with respect to Lebesgue measure on [0, 1]^D).
   """
   x, logits = _validated_pair(x, checks.unit_interval, "logits", logits)
-  # The normaliser checks logits for NaN; checking here too would do it twice.
+  # At l = +-inf the density is a point mass: no finite log-density exists.
+  checks.not_infinite("logits", logits)
   return sum_over_data(
     _bernoulli_terms(x, logits) + continuous_bernoulli_log_normalizer(logits)
   )

@@ -96,7 +96,7 @@ def negative_elbo(
     Scalar loss in nats; ``jax.vmap`` it over the batch and take the mean.
   """
   beta = checks.float_array("beta", beta, scalar_ok=True)
-  checks.non_negative("beta", beta)
+  checks.non_negative_finite("beta", beta)
   rate, distortion = rate_and_distortion(
     x,
     decoder_output,

@@ -10,6 +10,7 @@
 """
 
 from collections.abc import Callable
+from collections.abc import Sequence
 import functools
 
 import jax
@@ -34,7 +35,10 @@ def sum_over_data(terms: Array) -> Array:
 
 
 def batched(
-  per_example_fn: Callable[..., Array], reduction: str = "mean"
+  per_example_fn: Callable[..., Array],
+  reduction: str = "mean",
+  *,
+  event_ndim: int | Sequence[int] | None = None,
 ) -> Callable[..., Array]:
   """Vmaps a per-example function over a leading batch axis and reduces it.
 
@@ -43,13 +47,24 @@ def batched(
 
     loss = batched(vae_jax.bernoulli_log_likelihood)(x, logits)   # [B, ...] -> ()
 
+  A per-example function sums over every axis it is given: it cannot tell a
+  batch ``[B, D]`` from one example of shape ``[B, D]``. ``event_ndim`` says
+  how many axes one example has, and the batched function then checks it::
+
+    nll = batched(vae_jax.bernoulli_log_likelihood, event_ndim=3)  # [B, H, W, C]
+
   Args:
     per_example_fn: maps one example to a scalar.
     reduction: ``"mean"`` (default), ``"sum"``, or ``"none"`` for the ``[B]``
       per-example values.
+    event_ndim: the rank of one example: an int for every positional
+      argument, or one int per positional argument (e.g. ``(3, 3, 1, 1)`` for
+      images, logits, a posterior mean and log-variance). None: no check.
 
   Returns:
-    The batched function.
+    The batched function. With ``event_ndim``, a positional argument whose
+    rank is not ``event_ndim + 1`` raises ValueError at trace time, naming
+    its position and shape.
   """
   if reduction not in _REDUCTIONS:
     raise ValueError(
@@ -58,6 +73,23 @@ def batched(
   reduce = _REDUCTIONS[reduction]
 
   def batched_fn(*args, **shared):
+    if event_ndim is not None:
+      ranks = (
+        [event_ndim] * len(args)
+        if isinstance(event_ndim, int)
+        else list(event_ndim)
+      )
+      if len(ranks) != len(args):
+        raise ValueError(
+          f"event_ndim gives {len(ranks)} ranks for {len(args)} positional "
+          "arguments."
+        )
+      for i, (arg, rank) in enumerate(zip(args, ranks)):
+        if jnp.ndim(arg) != rank + 1:
+          raise ValueError(
+            f"positional argument {i} has shape {jnp.shape(arg)}: expected a "
+            f"batch of examples of rank {rank}, i.e. rank {rank + 1}."
+          )
     return reduce(jax.vmap(functools.partial(per_example_fn, **shared))(*args))
 
   return batched_fn

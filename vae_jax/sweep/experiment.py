@@ -33,6 +33,7 @@ from vae_jax.train import engine
 from vae_jax.train import files
 from vae_jax.train import program
 from vae_jax.train import results
+from vae_jax.train import workdir as workdir_lib
 
 
 def run(
@@ -41,43 +42,59 @@ def run(
   """Trains and evaluates every member of the sweep; returns the Results."""
   members_lib.validate(config)
   writer = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  config_lib.check_resumable(
-    workdir, config.to_dict(), members_lib.resume_conflicts, what="sweep"
-  )
-  if writer:
-    files.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  member_configs = members_lib.members(config)
-  mesh = program.make_mesh()
-  out = []
-  for g, indices in enumerate(members_lib.groups(member_configs)):
-    group_dir = os.path.join(workdir, "groups", f"{g:03d}")
-    done = os.path.join(group_dir, "results.json")
-    if os.path.exists(done):
-      with open(done) as f:
-        out.extend(results.Result(**row) for row in json.load(f))
-      continue
-    configs = [member_configs[i] for i in indices]
-    group_results = engine.run_group(
-      configs,
-      group_dir,
-      names=[members_lib.name(c, config) for c in configs],
-      axes=[members_lib.axis_values(c, config) for c in configs],
-      members=indices,
-      group=g,
-      mesh=mesh,
-      writer=writer,
-      figures=config.member_figures,
-      label=f"group {g} ({len(indices)} members)",
-      config_prefix="config.base",
+  workdir = workdir_lib.prepare(workdir)
+  with workdir_lib.locked(workdir, enabled=writer):
+    config_lib.check_resumable(
+      workdir, config.to_dict(), members_lib.resume_conflicts, what="sweep"
     )
     if writer:
-      files.write_json(done, [r.to_dict() for r in group_results])
-    out.extend(group_results)
-  out.sort(key=lambda r: r.member)
-  if writer:
-    write_results(workdir, out, list(config.axes.keys()))
+      files.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    out = []
+    member_configs = members_lib.members(config)
+    mesh = program.make_mesh()
+    for g, indices in enumerate(members_lib.groups(member_configs)):
+      group_dir = os.path.join(workdir, "groups", f"{g:03d}")
+      done = _finished(group_dir, config.base.num_epochs)
+      if done is not None:
+        out.extend(done)
+        continue
+      configs = [member_configs[i] for i in indices]
+      group_results = engine.run_group(
+        configs,
+        group_dir,
+        names=[members_lib.name(c, config) for c in configs],
+        axes=[members_lib.axis_values(c, config) for c in configs],
+        members=indices,
+        group=g,
+        mesh=mesh,
+        writer=writer,
+        figures=config.member_figures,
+        label=f"group {g} ({len(indices)} members)",
+        config_prefix="config.base",
+      )
+      if writer:
+        files.write_json(
+          os.path.join(group_dir, "results.json"),
+          [r.to_dict() for r in group_results],
+        )
+      out.extend(group_results)
+    out.sort(key=lambda r: r.member)
+    if writer:
+      write_results(workdir, out, list(config.axes.keys()))
   return out
+
+
+def _finished(group_dir: str, num_epochs: int) -> list[results.Result] | None:
+  """A finished group's Results, if it was trained for ``num_epochs``; None
+  if it must (still, or further) train: a group resumed with more epochs
+  trains on from its last checkpoint, and one resumed with fewer is refused
+  by the engine."""
+  path = os.path.join(group_dir, "results.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    rows = [results.Result(**row) for row in json.load(f)]
+  return rows if all(r.epochs == num_epochs for r in rows) else None
 
 
 def write_results(

@@ -10,6 +10,7 @@ difference starts a new group.
 
 import itertools
 import json
+import math
 
 import ml_collections
 
@@ -57,6 +58,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise config_lib.ConfigError(
         f"config.axes.{key} must be a non-empty tuple of values, got {values!r}"
       )
+    for value in values:
+      _check_axis_value(config.base, key, value)
   if config.mode == "zip":
     lengths = {k: len(v) for k, v in config.axes.items()}
     if len(set(lengths.values()) - {1}) > 1:
@@ -166,3 +169,20 @@ def groups(member_configs: list) -> list[list[int]]:
     shared = {k: v for k, v in member.to_dict().items() if k not in VMAPPED}
     found.setdefault(repr(sorted(shared.items())), []).append(i)
   return list(found.values())
+
+
+def _check_axis_value(base: ml_collections.ConfigDict, key: str, value):
+  """An axis value must fit its training key's type (a number for a number,
+  finite; a string for a string; ...): ConfigError naming it otherwise."""
+  probe = ml_collections.ConfigDict(base.to_dict())
+  try:
+    probe[key] = value
+  except (TypeError, ValueError):
+    raise config_lib.ConfigError(
+      f"config.axes.{key}: {value!r} is not a value of {key} (a "
+      f"{type(base[key]).__name__}, e.g. {base[key]!r})"
+    ) from None
+  if isinstance(value, float) and not math.isfinite(value):
+    raise config_lib.ConfigError(
+      f"config.axes.{key}: {value!r} is not a finite number"
+    )

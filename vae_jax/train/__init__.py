@@ -12,6 +12,7 @@ run and a sweep's groups), ``evaluation`` (ELBO, IWAE, active units),
 ``progress``, ``figures`` and ``plots``.
 """
 
+from vae_jax.train.checkpoints import CheckpointError
 from vae_jax.train.config import ConfigError
 from vae_jax.train.data import DataError
 from vae_jax.train.data import DataUnavailableError
@@ -19,8 +20,11 @@ from vae_jax.train.engine import NonFiniteLossError
 from vae_jax.train.engine import run_group
 from vae_jax.train.experiment import train_and_evaluate
 from vae_jax.train.results import Result
+from vae_jax.train.workdir import WorkdirError
 
 __all__ = [
+  "CheckpointError",
+  "WorkdirError",
   "ConfigError",
   "DataError",
   "DataUnavailableError",

@@ -10,7 +10,12 @@ its previous checkpoint (:mod:`vae_jax.train.files` does the same for single
 files).
 """
 
+import contextlib
 import os
+import signal
+import sys
+import threading
+import time
 
 import jax
 
@@ -54,12 +59,14 @@ class Checkpointer:
     return self._open().latest_step()
 
   def save(self, epoch: int, state) -> None:
-    """Writes ``state`` as the checkpoint of ``epoch``, synchronously."""
+    """Writes ``state`` as the checkpoint of ``epoch``, synchronously. A
+    Ctrl-C during the save takes effect once it is complete."""
     ocp, manager = _orbax(), self._open()
-    manager.save(
-      epoch, args=ocp.args.StandardSave(_to_saveable(state)), force=True
-    )
-    manager.wait_until_finished()
+    with _interrupt_after():
+      manager.save(
+        epoch, args=ocp.args.StandardSave(_to_saveable(state)), force=True
+      )
+      manager.wait_until_finished()
 
   def restore(self, epoch: int, template):
     """Reads the checkpoint of ``epoch`` into ``template``'s structure,
@@ -71,9 +78,83 @@ class Checkpointer:
     saved = self._open().restore(epoch, args=ocp.args.StandardRestore(target))
     return _from_saved(saved, template)
 
+  def restore_latest(self, template) -> tuple[int, object]:
+    """The newest checkpoint that restores: ``(epoch, state)``, or
+    ``(0, template)`` where there is none.
+
+    A checkpoint that fails to restore (garbage bytes, truncated files, an
+    emptied folder) is moved aside to ``<directory>.unreadable/<epoch>`` (kept,
+    not deleted; by process 0 alone), a warning naming it and the reason is
+    printed, and the next older one is tried.
+
+    Raises:
+      CheckpointError: checkpoints exist but none restores.
+    """
+    if self.latest_epoch() is None:
+      return 0, template
+    failed = []
+    for epoch in sorted(self._open().all_steps(), reverse=True):
+      try:
+        return epoch, self.restore(epoch, template)
+      except Exception as e:  # pylint: disable=broad-except  # any bad data
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        failed.append(epoch)
+        moved = self._move_aside(epoch)
+        print(
+          f"warning: checkpoint {os.path.join(self.directory, str(epoch))} "
+          f"could not be restored ({reason}); "
+          + (f"moved to {moved}; " if moved else "")
+          + "trying the previous one",
+          file=sys.stderr,
+          flush=True,
+        )
+    raise CheckpointError(
+      f"no checkpoint in {self.directory} could be restored (epochs "
+      f"{failed}, moved to {self.directory}.unreadable); delete the workdir "
+      "or use another one to start afresh"
+    )
+
+  def _move_aside(self, epoch: int) -> str | None:
+    if jax.process_index() != 0:
+      return None
+    source = os.path.join(self.directory, str(epoch))
+    target = os.path.join(self.directory + ".unreadable", str(epoch))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.exists(target):
+      target += f"-{time.strftime('%Y%m%dT%H%M%S')}"
+    os.replace(source, target)
+    # A fresh manager: one that failed a restore keeps what it inferred.
+    self._manager.close()
+    self._manager = None
+    return target
+
   def close(self) -> None:
     if self._manager is not None:
       self._manager.close()
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint of a workdir could be restored."""
+
+
+@contextlib.contextmanager
+def _interrupt_after():
+  """Holds SIGINT back for the duration of the block (main thread only) and
+  raises the KeyboardInterrupt after it, so a save is never cut in half."""
+  if (
+    threading.current_thread() is not threading.main_thread()
+    or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+  ):
+    yield
+    return
+  received = []
+  signal.signal(signal.SIGINT, lambda *_: received.append(True))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+  if received:
+    raise KeyboardInterrupt
 
 
 def _orbax():

@@ -7,6 +7,7 @@ one is refused.
 
 from collections.abc import Callable
 import json
+import math
 import os
 
 import ml_collections
@@ -44,7 +45,10 @@ def _nonneg_int(v):
 
 
 def _number(v):
-  return isinstance(v, (int, float)) and not isinstance(v, bool)
+  # Finite: inf and nan pass every comparison test below or fail it silently.
+  return (
+    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+  )
 
 
 _RULES = {
@@ -79,21 +83,21 @@ _RULES = {
     lambda v: v in decoders.SIGMA2_MODES,
     f"one of {decoders.SIGMA2_MODES}",
   ),
-  "sigma2": (lambda v: _number(v) and v > 0, "a number > 0"),
-  "min_sigma2": (lambda v: _number(v) and v > 0, "a number > 0"),
-  "beta": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+  "sigma2": (lambda v: _number(v) and v > 0, "a finite number > 0"),
+  "min_sigma2": (lambda v: _number(v) and v > 0, "a finite number > 0"),
+  "beta": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
   "kl_warmup_epochs": (_nonneg_int, "an int >= 0"),
-  "free_bits": (lambda v: _number(v) and v >= 0, "a number >= 0 (nats)"),
+  "free_bits": (lambda v: _number(v) and v >= 0, "a finite number >= 0 (nats)"),
   "seed": (_nonneg_int, "an int >= 0"),
   "batch_size": (_positive_int, "a positive int"),
   "num_epochs": (_positive_int, "a positive int"),
-  "learning_rate": (lambda v: _number(v) and v > 0, "a number > 0"),
+  "learning_rate": (lambda v: _number(v) and v > 0, "a finite number > 0"),
   "lr_schedule": (
     lambda v: v in training.LR_SCHEDULES,
     f"one of {training.LR_SCHEDULES}",
   ),
-  "adam_eps": (lambda v: _number(v) and v > 0, "a number > 0"),
-  "grad_clip": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+  "adam_eps": (lambda v: _number(v) and v > 0, "a finite number > 0"),
+  "grad_clip": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
   "scan_epoch": (lambda v: isinstance(v, bool), "True or False"),
   "eval_every": (_positive_int, "a positive int (epochs)"),
   "nll_samples": (_positive_int, "a positive int"),
@@ -128,10 +132,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
     )
 
 
+# Why a key that is otherwise free to change on resume is not, here.
+_SCHEDULE_DEPENDS = (
+  "the cosine schedule decays the learning rate to 0 over num_epochs, so "
+  "changing it changes every step already taken"
+)
+
+
 def resume_conflicts(saved: dict, config: dict) -> list[str]:
   """Keys whose values differ between a saved run and this one and would
-  change its trajectory: resuming with these is refused."""
+  change its trajectory up to the checkpoint: resuming with these is refused.
+
+  ``num_epochs`` may change (the run trains on, or stops), except under
+  ``lr_schedule='cosine'``, whose rate at every step depends on it. The
+  ``burda`` schedule's boundaries are fixed epochs (3^i), independent of
+  ``num_epochs``.
+  """
   keys = (set(saved) | set(config)) - RESUMABLE_CHANGES
+  if config.get("lr_schedule") == "cosine":
+    keys.add("num_epochs")
   return sorted(
     k for k in keys if _plain(saved.get(k)) != _plain(config.get(k))
   )
@@ -141,15 +160,37 @@ def _plain(v):
   return list(v) if isinstance(v, tuple) else v
 
 
+def _reason(key: str) -> str:
+  return f" ({_SCHEDULE_DEPENDS})" if key.endswith("num_epochs") else ""
+
+
+def has_checkpoints(workdir: str) -> bool:
+  """Whether training ever saved anything under ``workdir``: a checkpoint of
+  a run (``checkpoints/<epoch>``) or of a sweep's group
+  (``groups/<g>/checkpoints/<epoch>``, or its ``results.json``)."""
+  folders = [os.path.join(workdir, "checkpoints")]
+  groups = os.path.join(workdir, "groups")
+  if os.path.isdir(groups):
+    for g in os.listdir(groups):
+      if os.path.exists(os.path.join(groups, g, "results.json")):
+        return True
+      folders.append(os.path.join(groups, g, "checkpoints"))
+  return any(os.path.isdir(f) and os.listdir(f) for f in folders)
+
+
 def check_resumable(
   workdir: str,
   config: dict,
-  conflicts: Callable[[dict, dict], list[str]] = (resume_conflicts),
+  conflicts: Callable[[dict, dict], list[str]] = resume_conflicts,
   what: str = "run",
 ) -> None:
   """Refuses to resume ``workdir`` if its ``config.json`` differs from
   ``config`` in keys that ``conflicts(saved, config)`` names (dotted paths
-  such as ``"base.beta"`` for nested configs); no-op for a new workdir.
+  such as ``"base.beta"`` for nested configs).
+
+  A workdir with a config but no checkpoint is not a run yet (it stopped
+  before its first save): any config may start there, and a line says the
+  old config.json is replaced.
 
   Raises:
     ConfigError naming each key with its saved and its new value.
@@ -157,11 +198,28 @@ def check_resumable(
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    saved = json.load(f)
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except ValueError:
+    saved = None
+  if not has_checkpoints(workdir):
+    if saved != json.loads(json.dumps(config)):
+      print(
+        f"note: {workdir} holds a config but no checkpoint (a {what} that "
+        "stopped before its first save); starting this one there, replacing "
+        "its config.json",
+        flush=True,
+      )
+    return
+  if saved is None:
+    raise ConfigError(
+      f"{path} is not valid JSON; restore it or use a new workdir"
+    )
   if keys := conflicts(saved, config):
     details = ", ".join(
       f"{k}: saved {_lookup(saved, k)!r}, now {_lookup(config, k)!r}"
+      f"{_reason(k)}"
       for k in keys
     )
     raise ConfigError(

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from vae_jax.train import checkpoints
+from vae_jax.train import config as config_lib
 from vae_jax.train import data
 from vae_jax.train import evaluation
 from vae_jax.train import logs
@@ -103,9 +104,14 @@ def run_group(
   )
 
   ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
-  start = ckpt.latest_epoch() or 0
-  if start:
-    state = ckpt.restore(start, state)
+  start, state = ckpt.restore_latest(state)
+  if start > first.num_epochs:
+    ckpt.close()
+    raise config_lib.ConfigError(
+      f"{workdir} has trained {start} epochs, more than "
+      f"{config_prefix}.num_epochs={first.num_epochs}; resume with "
+      f"num_epochs >= {start}, or use a new workdir"
+    )
   log = logs.MetricsLog(workdir, last_epoch=start, writer=writer)
   context = _Context(
     configs=configs,

@@ -19,6 +19,7 @@ from vae_jax.train import config as config_lib
 from vae_jax.train import engine
 from vae_jax.train import files
 from vae_jax.train import results
+from vae_jax.train import workdir as workdir_lib
 
 
 def train_and_evaluate(
@@ -28,16 +29,20 @@ def train_and_evaluate(
 
   Raises:
     ConfigError: a bad config, or one that differs from the config of the
-      run already in ``workdir`` in a key that changes its trajectory.
+      run already in ``workdir`` in a key that changes its trajectory, or
+      fewer ``num_epochs`` than the workdir's run has trained.
+    WorkdirError: ``workdir`` cannot be made, or another process uses it.
+    CheckpointError: checkpoints exist but none can be restored.
     DataError, DataUnavailableError: data that cannot be used or loaded.
     NonFiniteLossError: the loss or an update became NaN or infinite.
   """
   config_lib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  config_lib.check_resumable(workdir, config.to_dict())
-  files.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  [result] = engine.run_group(
-    [config], workdir, stop_on_divergence=True, figures=True
-  )
-  files.write_json(os.path.join(workdir, "summary.json"), result.to_dict())
+  workdir = workdir_lib.prepare(workdir)
+  with workdir_lib.locked(workdir):
+    config_lib.check_resumable(workdir, config.to_dict())
+    files.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    [result] = engine.run_group(
+      [config], workdir, stop_on_divergence=True, figures=True
+    )
+    files.write_json(os.path.join(workdir, "summary.json"), result.to_dict())
   return result

@@ -12,6 +12,7 @@ that epoch twice; TensorBoard is told the same through ``purge_step``.
 
 import json
 import os
+import sys
 
 from vae_jax.train import files
 
@@ -35,6 +36,14 @@ class MetricsLog:
       self.records = [
         r for r in read_records(self.path) if r["epoch"] <= last_epoch
       ]
+      if gaps := missing_epochs(self.records, last_epoch):
+        print(
+          f"warning: {self.path} lacks the records of epoch(s) {gaps} "
+          f"(deleted or cut short?); train_seconds will cover only the "
+          f"logged epochs (timed_epochs in the results)",
+          file=sys.stderr,
+          flush=True,
+        )
       files.write_text(
         self.path, "".join(json.dumps(r) + "\n" for r in self.records)
       )
@@ -99,10 +108,26 @@ class MetricsLog:
       writer.close()
 
 
+def missing_epochs(records: list[dict], last_epoch: int) -> str:
+  """Epochs 1..last_epoch with no record, as ranges (``"1-8, 11"``); ``""``
+  when none is missing."""
+  have = {r["epoch"] for r in records}
+  gaps, start = [], None
+  for e in range(1, last_epoch + 2):
+    if e <= last_epoch and e not in have:
+      start = e if start is None else start
+    elif start is not None:
+      gaps.append(f"{start}" if start == e - 1 else f"{start}-{e - 1}")
+      start = None
+  return ", ".join(gaps)
+
+
 def read_records(path: str) -> list[dict]:
   """The records of a ``metrics.jsonl`` (empty if it does not exist).
 
-  A last line cut short by a kill is ignored; any other bad line is an error.
+  A line that is not a JSON record (a last line cut short by a kill, a line
+  damaged by hand) is skipped; a damaged line before the last is reported
+  with a warning naming the file and the line.
   """
   if not os.path.exists(path):
     return []
@@ -113,8 +138,17 @@ def read_records(path: str) -> list[dict]:
     if not line.strip():
       continue
     try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError:
-      if i < len(lines) - 1 and any(l.strip() for l in lines[i + 1 :]):
-        raise ValueError(f"{path}: line {i + 1} is not JSON") from None
+      record = json.loads(line)
+      if not isinstance(record, dict) or not isinstance(
+        record.get("epoch"), int
+      ):
+        raise ValueError("not a record")
+      records.append(record)
+    except ValueError:
+      if any(l.strip() for l in lines[i + 1 :]):
+        print(
+          f"warning: {path}: line {i + 1} is not a JSON record; skipped",
+          file=sys.stderr,
+          flush=True,
+        )
   return records
