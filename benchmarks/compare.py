@@ -353,7 +353,11 @@ def _training_run(
 ):
   """One training process; returns its events, launch time and wall time."""
   framework, form = contender.split(":")
-  module = f"benchmarks.{framework}_vae"
+  module = (
+    "benchmarks.bare_jax"
+    if framework == "bare"
+    else (f"benchmarks.{framework}_vae")
+  )
   command = [
     python,
     "-m",
@@ -536,7 +540,9 @@ def run_all(args) -> dict:
       "(pip install -r requirements-torch.txt)"
     )
   torch_forms = ["torch:eager", "torch:fused", "torch:compile"]
-  jax_forms = ["jax:epoch", "jax:step"]
+  # The bare JAX epoch is the floor (issue 13): the same model and math,
+  # nothing else; "bare:fused" draws the binarization vae_jax's epoch draws.
+  jax_forms = ["jax:epoch", "jax:step", "bare:fused", "bare:stock", "bare:none"]
   contenders = jax_forms + (torch_forms if torch_python else [])
   results = dict(
     date=datetime.date.today().isoformat(),
@@ -630,6 +636,9 @@ def render(results: dict) -> str:
   names = {
     "jax:epoch": "vae_jax, epoch in one jit (default)",
     "jax:step": "vae_jax, one jitted step per batch",
+    "bare:fused": "bare JAX epoch, vae_jax.prng binarization (the floor)",
+    "bare:stock": "bare JAX epoch, jax.random.bernoulli binarization",
+    "bare:none": "bare JAX epoch, no binarization",
     "torch:eager": "PyTorch eager, Adam",
     "torch:fused": "PyTorch eager, fused Adam",
     "torch:compile": "PyTorch, torch.compile",
@@ -779,6 +788,14 @@ def _targets(results, peak_gflops) -> list[str]:
     )
 
   jax128 = tp[128]["jax:epoch"]
+  if "bare:fused" in tp[128]:
+    r = _ratio(jax128, tp[128]["bare:fused"])
+    row(
+      "throughput vs the bare JAX epoch, same binarization, batch 128",
+      _fmt_ratio(r),
+      ">= 0.90x",
+      r["ratio"] >= 0.9,
+    )
   if "torch:eager" in tp[128]:
     r = _ratio(jax128, tp[128]["torch:eager"])
     row(

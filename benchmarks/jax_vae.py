@@ -7,8 +7,9 @@ binarization, Adam 1e-3) on mnist5k with vae_jax's own functions, then
 reports the single-sample test ELBO, exactly as ``benchmarks/torch_vae.py``
 does in PyTorch. Two forms:
 
-* ``epoch``: a whole epoch in one jitted program (``training.train_epoch``,
-  a ``lax.scan`` over the steps), the path ``experiments/train.py`` takes;
+* ``epoch``: a whole epoch in one jitted program (``program.make_epoch`` of
+  a group of one member: ``training.train_epoch``, a ``lax.scan`` over the
+  steps), the path ``experiments/train.py`` takes;
 * ``step``: one jitted ``training.train_step`` called from Python per batch
   (``scan_epoch=False``).
 
@@ -83,7 +84,14 @@ def main(argv=None) -> None:
     levels=dataset.levels,
   )
   if args.form == "epoch":
-    epoch_fn = training.make_train_epoch(graphdef, optimizer, **static)
+    # The engine's path: a group of one member on one device.
+    mesh = program.make_mesh(jax.devices()[:1])
+    on_members = program.member_sharding(mesh)
+    group_epoch = program.make_epoch(graphdef, optimizer, mesh, **static)
+    state = program.place(program.initial_state([state]), on_members)
+    hparams = program.place(program.stack([hparams]), on_members)
+    raw_train = program.place(dataset.train, program.replicated(mesh))
+    epoch_fn = group_epoch
   else:
     step_fn = jax.jit(
       functools.partial(training.train_step, graphdef, optimizer)
@@ -129,6 +137,8 @@ def main(argv=None) -> None:
       evaluation.elbo_terms(encode, log_likelihood, images, key)["elbo"]
     )
 
+  if args.form == "epoch":
+    state = program.member(state.train, 0)
   test_images = data.evaluation_images(dataset, config.eval_seed)
   _emit(
     "done",

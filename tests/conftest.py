@@ -27,6 +27,7 @@ hypothesis.settings.load_profile("vae_jax")
 # the end-to-end modules that mark themselves. A name matches the test and
 # its parameterised cases.
 SLOW = (
+  "tests/test_training.py::test_an_epoch_checked_once_equals_one_checked_every_step",
   "tests/test_transforms.py::TransformTest::test_gradients_match_finite_differences_in_float",  # 32.9 s
   "tests/test_transforms.py::ExtremeLogitTest::test_finite_values_and_gradients_at_1e",  # 16.2 s
   "tests/test_training.py::test_train_step_is_an_adam_step",  # 11.9 s

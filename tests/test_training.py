@@ -293,8 +293,10 @@ def test_scanned_epoch_equals_the_stepwise_loop():
   assert scanned.alive.all() and looped.alive.all()
 
 
-def test_epoch_stops_updating_at_the_first_non_finite_step():
+@pytest.mark.parametrize("check", ["step", "epoch"])
+def test_epoch_stops_updating_at_the_first_non_finite_step(check):
   # A learning rate that turns NaN at step 3: steps 0-2 apply, then nothing.
+  # check="epoch" runs unchecked, sees the NaN at the end and replays.
   m, _, _, _, hp = _setup()
   clean = training.make_optimizer(optax.constant_schedule(1e-3))
   poisoned = training.make_optimizer(
@@ -303,9 +305,11 @@ def test_epoch_stops_updating_at_the_first_non_finite_step():
   graphdef, state = training.init_state(m, poisoned, jax.random.key(3))
   raw = jnp.asarray(_raw_digits(192))
   static = dict(batch_size=32, protocol="dynamic", levels=17)
-  new, metrics = training.train_epoch(
-    graphdef, poisoned, state, raw, hp, **static
-  )
+  new, metrics = jax.jit(
+    functools.partial(
+      training.train_epoch, graphdef, poisoned, check=check, **static
+    )
+  )(state, raw, hp)
   np.testing.assert_array_equal(metrics["finite"], [1, 1, 1, 0, 0, 0])
   assert int(new.step) == 3
   # Reference: three clean steps on the same batches and keys, one by one.
@@ -365,4 +369,33 @@ def test_learning_rate_schedules():
   with pytest.raises(ValueError, match="lr_schedule"):
     training.learning_rate_schedule(
       "step", 1.0, steps_per_epoch=1, num_epochs=1
+    )
+
+
+def test_an_epoch_checked_once_equals_one_checked_every_step():
+  # Finite epochs: the unchecked scan (check="epoch") is the guarded one bit
+  # for bit; a member marked inactive does nothing either way.
+  _, optimizer, graphdef, state, hp = _setup()
+  raw = jnp.asarray(_raw_digits(200))
+  static = dict(batch_size=32, protocol="dynamic", levels=17)
+
+  def epoch(check, active=True):
+    return jax.jit(
+      functools.partial(
+        training.train_epoch, graphdef, optimizer, check=check, **static
+      )
+    )(state, raw, hp, active=active)
+
+  (a, ma), (b, mb) = epoch("step"), epoch("epoch")
+  for x, y in zip(
+    jax.tree.leaves((a.params, a.opt_state, ma)),
+    jax.tree.leaves((b.params, b.opt_state, mb)),
+  ):
+    np.testing.assert_array_equal(x, y)
+  assert mb["finite"].all()
+  idle, m_idle = epoch("epoch", active=False)
+  assert not m_idle["finite"].any() and int(idle.step) == int(state.step)
+  with pytest.raises(ValueError, match="check must be"):
+    training.train_epoch(
+      graphdef, optimizer, state, raw, hp, check="never", **static
     )

@@ -237,6 +237,11 @@ def group_epoch(
     with that step in ``diverged_step``.
   """
 
+  # One member on one shard is not vmapped (map_members): its epoch may
+  # check finiteness once and replay on failure; vmapped members check
+  # every step (a vmapped cond would run both branches).
+  alone = state.alive.shape[0] == 1 and num_shards == 1
+
   def one(train_state, alive, hp):
     return training.train_epoch(
       graphdef,
@@ -248,6 +253,7 @@ def group_epoch(
       protocol=protocol,
       levels=levels,
       active=alive,
+      check="epoch" if alone else "step",
     )
 
   new, metrics = map_members(

@@ -136,9 +136,10 @@ def train_step(
   return _keep_if(metrics["finite"], new, state), metrics
 
 
-def _update(graphdef, optimizer, state, x, key, hparams):
+def _step(graphdef, optimizer, state, x, key, hparams):
+  """One optax step, unchecked: the new state and the loss's metrics."""
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (loss, metrics), grads = grad_fn(
+  (_, metrics), grads = grad_fn(
     state.params, graphdef, x, key, hparams, state.step
   )
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -148,9 +149,17 @@ def _update(graphdef, optimizer, state, x, key, hparams):
     opt_state=opt_state,
     key=state.key,
   )
+  return new, dict(metrics, updates=updates)
+
+
+def _update(graphdef, optimizer, state, x, key, hparams):
+  new, metrics = _step(graphdef, optimizer, state, x, key, hparams)
+  updates = metrics.pop("updates")
   # The update, not just the gradient: a non-finite gradient makes it
   # non-finite too, and so does anything the optimiser itself produces.
-  finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(updates))
+  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(
+    optax.tree.norm(updates)
+  )
   return new, dict(metrics, finite=finite)
 
 
@@ -228,6 +237,7 @@ def train_epoch(
   protocol: str,
   levels: int,
   active: Array | bool = True,
+  check: str = "step",
 ) -> tuple[TrainState, dict]:
   """One pass over the training set inside one program (``lax.scan``).
 
@@ -240,31 +250,73 @@ def train_epoch(
     active: a boolean scalar (may be traced); False makes every step a
       no-op, as if the epoch had started with a non-finite step (a sweep
       passes False for members that diverged earlier).
+    check: static. ``"step"``: every step checks its loss and update and
+      keeps the old state if either is not finite. ``"epoch"``: the steps
+      run unchecked and the epoch checks once, at its end, that every loss
+      and the whole new state are finite; if not, it is replayed from its
+      start with the checks of ``"step"`` (``lax.cond``: only one of the two
+      runs). The same result either way, bit for bit; ``"epoch"`` is
+      cheaper where the epoch is not vmapped (under ``vmap`` the cond would
+      run both).
 
   Returns:
     The new state and per-step metrics, each ``[S]``. If a step was not
     finite, it and every later step of the epoch leave the state unchanged;
     ``metrics['finite']`` is then False from that step on.
   """
+  if check not in ("step", "epoch"):
+    raise ValueError(f"check must be 'step' or 'epoch', got {check!r}")
   next_key, batches, step_keys = epoch_inputs(
     state.key, raw_train.shape[0], batch_size
   )
 
-  def body(carry, inputs):
-    st, ok = carry
-    idx, key = inputs
-    x, noise_key = batch_inputs(
-      raw_train, idx, key, protocol=protocol, levels=levels
-    )
-    st, ok, metrics = guarded_step(
-      graphdef, optimizer, st, ok, x, noise_key, hparams
-    )
-    return (st, ok), metrics
+  def inputs_of(idx, key):
+    return batch_inputs(raw_train, idx, key, protocol=protocol, levels=levels)
 
-  (state, _), metrics = jax.lax.scan(
-    body, (state, jnp.asarray(active, jnp.bool_)), (batches, step_keys)
+  def guarded(st):
+    def body(carry, inputs):
+      st, ok = carry
+      x, noise_key = inputs_of(*inputs)
+      st, ok, metrics = guarded_step(
+        graphdef, optimizer, st, ok, x, noise_key, hparams
+      )
+      return (st, ok), metrics
+
+    (st, _), metrics = jax.lax.scan(
+      body, (st, jnp.asarray(active, jnp.bool_)), (batches, step_keys)
+    )
+    return st, metrics
+
+  if check == "step":
+    state, metrics = guarded(state)
+    return state._replace(key=next_key), metrics
+
+  def unchecked(st):
+    def body(st, inputs):
+      x, noise_key = inputs_of(*inputs)
+      new, metrics = _step(graphdef, optimizer, st, x, noise_key, hparams)
+      del metrics["updates"]
+      return new, dict(metrics, finite=jnp.isfinite(metrics["loss"]))
+
+    return jax.lax.scan(body, st, (batches, step_keys))
+
+  fast, metrics = unchecked(state)
+  ok = (
+    jnp.asarray(active, jnp.bool_)
+    & metrics["finite"].all()
+    & _all_finite((fast.params, fast.opt_state))
+  )
+  state, metrics = jax.lax.cond(
+    ok, lambda: (fast, metrics), lambda: guarded(state)
   )
   return state._replace(key=next_key), metrics
+
+
+def _all_finite(tree) -> Array:
+  leaves = [
+    x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
 
 
 def make_train_epoch(
