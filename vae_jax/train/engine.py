@@ -15,6 +15,7 @@ group resumed from its newest checkpoint ends, on CPU, bit for bit where one
 never stopped would.
 """
 
+import dataclasses
 import os
 import time
 
@@ -156,11 +157,19 @@ def run_group(
   return out
 
 
+@dataclasses.dataclass(frozen=True)
 class _Context:
-  """What the loop and the evaluation share (plain attributes)."""
+  """What the loop and the evaluation of one group share."""
 
-  def __init__(self, **kw):
-    self.__dict__.update(kw)
+  configs: list[ml_collections.ConfigDict]  # the K members
+  padded: list[ml_collections.ConfigDict]  # and the device-count padding
+  names: list[str | None]
+  head: setup.Member  # the first member, built
+  mesh: jax.sharding.Mesh
+  dataset: data.Dataset
+  raw_train: jax.Array  # replicated on the mesh
+  test_images: np.ndarray  # [N, H, W, C] in [0, 1], host
+  key_data: jax.Array  # [K_padded, 2] evaluation keys
 
 
 def _train(
