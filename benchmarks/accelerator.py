@@ -80,11 +80,7 @@ def _group(configs, dataset, mesh):
   padded = configs + [first] * (
     program.padded_size(len(configs), mesh.size) - len(configs)
   )
-  head, state, hparams = setup.build_group(padded, dataset.image_shape, steps)
-  on_members = program.member_sharding(mesh)
-  state = program.place(state, on_members)
-  hparams = program.place(hparams, on_members)
-  raw = program.place(dataset.train, program.replicated(mesh))
+  head, state, hparams, raw = setup.placed_group(padded, dataset, mesh, steps)
   epoch = program.make_epoch(
     head.graphdef,
     head.optimizer,

@@ -200,12 +200,9 @@ def probe_sweep(args) -> dict:
 
   mesh = program.make_mesh()
   t0 = time.perf_counter()
-  head, host_state, host_hparams = setup.build_group(
-    members, dataset.image_shape, steps
+  head, state, hparams, shared = setup.placed_group(
+    members, dataset, mesh, steps
   )
-  state = program.place(host_state, program.member_sharding(mesh))
-  hparams = program.place(host_hparams, program.member_sharding(mesh))
-  shared = program.place(dataset.train, program.replicated(mesh))
   epoch_fn = program.make_epoch(head.graphdef, head.optimizer, mesh, **static)
   compiled = epoch_fn.lower(state, shared, hparams).compile()
   sweep_compile = time.perf_counter() - t0

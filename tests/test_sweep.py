@@ -159,11 +159,7 @@ def _train_sweep(c, mesh, epochs):
   members, dataset, steps = _group(c)
   k = len(members)
   padded = members + [members[0]] * (program.padded_size(k, mesh.size) - k)
-  head, state, hparams = setup.build_group(padded, dataset.image_shape, steps)
-  on_members = program.member_sharding(mesh)
-  state = program.place(state, on_members)
-  hparams = program.place(hparams, on_members)
-  raw = program.place(dataset.train, program.replicated(mesh))
+  head, state, hparams, raw = setup.placed_group(padded, dataset, mesh, steps)
   epoch = program.make_epoch(
     head.graphdef,
     head.optimizer,

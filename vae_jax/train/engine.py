@@ -91,11 +91,10 @@ def run_group(
   steps = setup.steps_per_epoch(first, len(dataset.train), config_prefix)
   mesh = mesh or program.make_mesh(jax.local_devices()[:1])
   padded = configs + [first] * (program.padded_size(k, mesh.size) - k)
-  head, state, hparams = setup.build_group(padded, dataset.image_shape, steps)
-  on_members, same = program.member_sharding(mesh), program.replicated(mesh)
-  state = program.place(state, on_members)
-  hparams = program.place(hparams, on_members)
-  raw_train = program.place(dataset.train, same)
+  head, state, hparams, raw_train = setup.placed_group(
+    padded, dataset, mesh, steps
+  )
+  on_members = program.member_sharding(mesh)
   test_images = data.evaluation_images(dataset, first.eval_seed)
   key_data = program.place(
     np.stack(

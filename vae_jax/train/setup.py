@@ -136,6 +136,29 @@ def build_group(
   )
 
 
+def placed_group(
+  configs: list[ml_collections.ConfigDict],
+  dataset: data.Dataset,
+  mesh,
+  steps: int,
+) -> tuple[Member, program.GroupState, dict, jax.Array]:
+  """:func:`build_group` on ``mesh``: the state and hyperparameters sharded
+  by member (``configs`` already padded to a multiple of the mesh's size),
+  and the raw training images replicated.
+
+  Returns:
+    ``(first, state, hparams, raw_train)``.
+  """
+  first, state, hparams = build_group(configs, dataset.image_shape, steps)
+  on_members = program.member_sharding(mesh)
+  return (
+    first,
+    program.place(state, on_members),
+    program.place(hparams, on_members),
+    program.place(dataset.train, program.replicated(mesh)),
+  )
+
+
 def evaluation_key(config: ml_collections.ConfigDict) -> jax.Array:
   """The key of a member's test-set evaluation and figures:
   ``fold_in(key(seed), 2)``, independent of the keys :func:`build` uses."""
