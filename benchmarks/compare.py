@@ -51,13 +51,12 @@ RESULTS_JSON = os.path.join(ROOT, "benchmarks", "results.json")
 WARM_UP_EPOCHS = 2
 TIMEOUT_S = 900
 
-# Targets of issue 5 on a 2-core CPU (ratios are vae_jax over PyTorch).
+# Targets on a 2-core CPU (issue 13; ratios are vae_jax over the other).
 TARGETS = dict(
-  vs_eager=2.5,
-  vs_best_torch=1.8,
-  peak_fraction=0.6,
+  vs_bare=0.9,
+  vs_best_torch=1.1,
+  nll_ms_per_image=25.0,
   first_epoch_warm_s=3.0,
-  ten_epoch_process_vs_eager=0.6,
 )
 
 
@@ -790,17 +789,10 @@ def _targets(results, peak_gflops) -> list[str]:
     row(
       "throughput vs the bare JAX epoch, same binarization, batch 128",
       _fmt_ratio(r),
-      ">= 0.90x",
-      r["ratio"] >= 0.9,
+      f">= {TARGETS['vs_bare']:.2f}x",
+      r["ratio"] >= TARGETS["vs_bare"],
     )
   if "torch:eager" in tp[128]:
-    r = _ratio(jax128, tp[128]["torch:eager"])
-    row(
-      "throughput vs PyTorch eager, batch 128",
-      _fmt_ratio(r),
-      f">= {TARGETS['vs_eager']}x",
-      r["ratio"] >= TARGETS["vs_eager"],
-    )
     best = max(
       ("torch:eager", "torch:fused", "torch:compile"),
       key=lambda c: statistics.median(tp[128][c]),
@@ -812,18 +804,12 @@ def _targets(results, peak_gflops) -> list[str]:
       f">= {TARGETS['vs_best_torch']}x",
       r["ratio"] >= TARGETS["vs_best_torch"],
     )
-  fraction = (
-    results["flops"][128]["flops"]
-    * statistics.median(jax128)
-    / 128
-    / 1e9
-    / peak_gflops
-  )
+  per_image_ms = 1e3 * results["nll"]["seconds_per_image"]
   row(
-    "share of matmul peak, batch 128",
-    f"{100 * fraction:.0f}%",
-    f">= {100 * TARGETS['peak_fraction']:.0f}%",
-    fraction >= TARGETS["peak_fraction"],
+    "importance-weighted NLL, k = 5000, per test image",
+    f"{per_image_ms:.1f} ms",
+    f"<= {TARGETS['nll_ms_per_image']:.0f} ms",
+    per_image_ms <= TARGETS["nll_ms_per_image"],
   )
   for c in ("jax:epoch@warm", "cli@warm"):
     first = statistics.median(pr[c]["first_epoch"])
@@ -832,14 +818,6 @@ def _targets(results, peak_gflops) -> list[str]:
       f"{first:.2f} s",
       f"<= {TARGETS['first_epoch_warm_s']} s",
       first <= TARGETS["first_epoch_warm_s"],
-    )
-  if "torch:eager@" in pr:
-    r = _ratio(pr["jax:epoch@warm"]["wall"], pr["torch:eager@"]["wall"])
-    row(
-      "10-epoch process vs PyTorch eager's, warm cache",
-      _fmt_ratio(r),
-      f"<= {TARGETS['ten_epoch_process_vs_eager']}x",
-      r["ratio"] <= TARGETS["ten_epoch_process_vs_eager"],
     )
   limits = []
   dots = results["dots"][128]
@@ -876,8 +854,18 @@ def _targets(results, peak_gflops) -> list[str]:
     + "; tracing the epoch and loading it from the compilation cache take "
     "most of the rest."
   )
+  limits.append(
+    "- Evaluation: the k = 5000 NLL's decoder matmuls are ~3.2 GFLOP per "
+    f"image, {3.2 / peak_gflops * 1e3:.0f} ms at the measured peak; the "
+    "rest is the Bernoulli likelihood's elementwise work over 5000 x 784 "
+    "logits per image, which XLA:CPU runs in its own loop, not in the "
+    "vectorised YNNPACK kernel it uses for chains without a select (the "
+    "select makes log p(x|z) exact at infinite logits; a select-free "
+    "rewrite was tried and was slower inside the evaluator and the "
+    "training step)."
+  )
   return [
-    "## Targets (issue 5, 2-core CPU)",
+    "## Targets (issue 13, 2-core CPU)",
     "",
     "| target | measured | wanted | |",
     "|---|---:|---:|---|",
