@@ -482,8 +482,9 @@ def test_equal_sigma2_beta_members_end_at_the_same_rate_and_error(tmp_path):
   # (1/(2 s)) SSE + b KL = [SSE + 2 s b KL] / (2 s): members with equal s*b
   # minimise the same function up to the factor 1/(2 s), and Adam's step
   # m / (sqrt(v) + eps) ignores that factor but for eps. With one seed they
-  # share init, data and noise, so they follow the same path up to eps and
-  # float rounding; members with a different s*b do not.
+  # share init, data and noise, so they follow the same path but for eps:
+  # the whole gap is Adam's eps (the test below shows it bit for bit, the
+  # sigma^2 ratio here being 4); members with a different s*b do not.
   c = tiny_sweep(dict(beta=(0.25, 1.0), sigma2=(0.01, 0.04)), num_epochs=10)
   rows = run_sweep(c, str(tmp_path))
   by = {(r["beta"], r["sigma2"]): r for r in rows}
@@ -493,13 +494,59 @@ def test_equal_sigma2_beta_members_end_at_the_same_rate_and_error(tmp_path):
     gap = abs(a[key] - b[key])
     spread = min(abs(a[key] - o[key]) for o in others)
     # Measured (this CPU, 10 epochs, 140 steps): gap 3e-8 relative for both
-    # (float rounding of differently scaled gradients; eps = 1e-8 is 1e-6 of
-    # the gradients' size here), spread 1% (squared error) to 28% (rate).
+    # (Adam's eps = 1e-8 acting on gradients of different scale; it is 1e-6
+    # of the gradients' size here), spread 1% (squared error) to 28% (rate).
     # The bounds leave a factor of >= 1000 for other CPUs and XLA versions.
     assert gap <= 1e-4 * abs(a[key]), (key, gap)
     assert gap <= 1e-2 * spread, (key, gap, spread)
   # Their distortions in nats differ (they are different likelihoods).
   assert abs(a["test_distortion"] - b["test_distortion"]) > 10
+
+
+def _trained(config, epochs):
+  dataset = data.load(config.source, config.protocol)
+  steps = setup.steps_per_epoch(config, len(dataset.train))
+  member = setup.build(config, dataset.image_shape, steps)
+  epoch = training.make_train_epoch(
+    member.graphdef,
+    member.optimizer,
+    batch_size=config.batch_size,
+    protocol=dataset.protocol,
+    levels=dataset.levels,
+  )
+  state, raw = member.state, jnp.asarray(dataset.train)
+  for _ in range(epochs):
+    state, _ = epoch(state, raw, member.hparams)
+  # The key is a typed PRNG key (no NumPy form) and is not compared.
+  return jax.tree.map(np.asarray, state._replace(key=None))
+
+
+def test_sigma2_beta_partner_is_its_partner_with_eps_scaled_bit_for_bit():
+  # Partners (s, b) and (r s, b / r), r = 4: the larger-s member's loss is
+  # the other's divided by r (up to a constant), so are its gradients, and
+  # Adam's step m / (sqrt(v) + eps) becomes m / (sqrt(v) + r eps) in the
+  # other's terms. With r a power of two every scaling is exact in binary
+  # floating point, so the larger-s member trained with eps IS its partner
+  # trained with r eps, to the last bit; with the same eps it is not.
+  base = tiny_sweep({}).base
+  larger = ml_collections.ConfigDict(base.to_dict())
+  larger.update(sigma2=0.04, beta=0.25, adam_eps=1e-8)
+  scaled = ml_collections.ConfigDict(base.to_dict())
+  scaled.update(sigma2=0.01, beta=1.0, adam_eps=4e-8)
+  same_eps = ml_collections.ConfigDict(base.to_dict())
+  same_eps.update(sigma2=0.01, beta=1.0, adam_eps=1e-8)
+  a, b, c = (_trained(x, epochs=5) for x in (larger, scaled, same_eps))
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(x, y)
+  # Adam's first moments: the larger-s member's are its partner's / 4.
+  mu_a, mu_b = (s.opt_state[0].mu for s in (a, b))
+  for x, y in zip(jax.tree.leaves(mu_a), jax.tree.leaves(mu_b)):
+    np.testing.assert_array_equal(4 * x, y)
+  # With the same eps the paths part.
+  assert any(
+    not np.array_equal(x, y)
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(c.params))
+  )
 
 
 # --------------------------------------------------------------------------

@@ -200,6 +200,67 @@ def test_free_bits_floor_is_per_example_and_dimension():
   np.testing.assert_allclose(loss, m["distortion"] + 4 * 1e4, rtol=1e-6)
 
 
+# KL_ij of two examples and two latent dimensions, and a floor of 0.3 nats:
+# some entries below the floor, some above, so the two forms differ.
+_KL = [[0.1, 2.0], [0.5, 0.2]]
+
+
+def test_free_bits_per_example_by_hand():
+  # Example 1: max(0.1, 0.3) + max(2.0, 0.3) = 2.3; example 2: 0.5 + 0.3 =
+  # 0.8; R = (2.3 + 0.8) / 2 = 1.55.
+  hp = training.hyperparameters(free_bits=0.3, free_bits_mode="per_example")
+  penalty = training.kl_penalty(jnp.asarray(_KL, jnp.float32), hp)
+  np.testing.assert_allclose(penalty, [2.3, 0.8], rtol=1e-6)
+  np.testing.assert_allclose(jnp.mean(penalty), 1.55, rtol=1e-6)
+
+
+def test_free_bits_batch_form_of_kingma_et_al_by_hand():
+  # Batch means per dimension: (0.1 + 0.5) / 2 = 0.3, (2.0 + 0.2) / 2 = 1.1;
+  # R = max(0.3, 0.3) + max(1.1, 0.3) = 1.4, carried by every example.
+  hp = training.hyperparameters(free_bits=0.3, free_bits_mode="batch")
+  penalty = training.kl_penalty(jnp.asarray(_KL, jnp.float32), hp)
+  np.testing.assert_allclose(penalty, [1.4, 1.4], rtol=1e-6)
+
+
+def test_free_bits_forms_agree_without_a_floor():
+  kl = jnp.asarray(_KL, jnp.float32)
+  for mode in training.FREE_BITS_MODES:
+    hp = training.hyperparameters(free_bits=0.0, free_bits_mode=mode)
+    np.testing.assert_allclose(jnp.mean(training.kl_penalty(kl, hp)), 1.4)
+
+
+def test_free_bits_forms_in_the_loss():
+  # The whole loss in each form against the same terms by hand in float64:
+  # the distortion plus beta * sum_j max(mean_i KL_ij, lambda) (batch), or
+  # plus beta * mean_i sum_j max(KL_ij, lambda) (per example).
+  m, _, graphdef, state, _ = _setup()
+  params = state.params
+  x, key = jnp.round(_images(6)), jax.random.key(5)
+  mean, log_variance = (np.float64(a) for a in m.encode(x))
+  kl = _numpy_kl(mean, log_variance)
+  floor = float(np.median(kl.mean(0)))  # half the dimensions under it
+  hp = training.hyperparameters(
+    beta=2.0, free_bits=floor, free_bits_mode="batch"
+  )
+  loss, metrics = training.loss_fn(params, graphdef, x, key, hp, jnp.int32(0))
+  ref = metrics["distortion"] + 2.0 * np.maximum(kl.mean(0), floor).sum()
+  np.testing.assert_allclose(loss, ref, rtol=1e-5)
+  per_example = training.hyperparameters(
+    beta=2.0, free_bits=floor, free_bits_mode="per_example"
+  )
+  other, _ = training.loss_fn(
+    params, graphdef, x, key, per_example, jnp.int32(0)
+  )
+  ref = metrics["distortion"] + 2.0 * np.mean(np.maximum(kl, floor).sum(-1))
+  np.testing.assert_allclose(other, ref, rtol=1e-5)
+  assert abs(float(loss) - float(other)) > 1e-3
+
+
+def test_free_bits_mode_is_checked():
+  with pytest.raises(ValueError, match="free_bits_mode"):
+    training.hyperparameters(free_bits_mode="per_batch")
+
+
 @pytest.mark.parametrize(
   "step,expected", [(0, 0.25), (1, 0.5), (3, 1.0), (100, 1.0)]
 )

@@ -26,7 +26,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Objective: loss = -log p(x|z) + beta_t * sum_j max(KL_j, free_bits).
   c.beta = 1.0
   c.kl_warmup_epochs = 0  # linear warm-up of beta over this many
-  c.free_bits = 0.0  # nats per latent dimension, per example
+  c.free_bits = 0.0  # nats per latent dimension (0 = none)
+  # per_example: mean_i sum_j max(KL_ij, free_bits); batch (Kingma et al.
+  # 2016): sum_j max(mean_i KL_ij, free_bits) over each minibatch.
+  c.free_bits_mode = "per_example"
   # Optimisation.
   c.seed = 0
   c.batch_size = 128

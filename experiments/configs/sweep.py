@@ -8,7 +8,8 @@ Twelve members (4 beta x 3 sigma^2, one seed) train as one compiled program.
 ``--config.axes.seed='(0, 1, 2)'`` (the four axes here can be overridden so;
 a sweep over other keys needs its own config file). Axes may name any
 training key; those in
-``vae_jax.sweep.VMAPPED`` (beta, sigma2, free_bits, kl_warmup_epochs, seed)
+``vae_jax.sweep.VMAPPED`` (beta, sigma2, free_bits, free_bits_mode,
+kl_warmup_epochs, seed)
 share one program, others (likelihood, latent_dim, learning_rate, ...) split
 the sweep into groups that run one after another.
 """

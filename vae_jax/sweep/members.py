@@ -18,7 +18,14 @@ from vae_jax.train import config as config_lib
 
 # Config keys that only change numbers inside one program: members that
 # differ in these alone share a group.
-VMAPPED = ("beta", "sigma2", "free_bits", "kl_warmup_epochs", "seed")
+VMAPPED = (
+  "beta",
+  "sigma2",
+  "free_bits",
+  "free_bits_mode",
+  "kl_warmup_epochs",
+  "seed",
+)
 MODES = ("grid", "zip")
 SWEEP_KEYS = frozenset({"base", "axes", "mode", "member_figures"})
 

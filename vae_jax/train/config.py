@@ -88,6 +88,10 @@ _RULES = {
   "beta": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
   "kl_warmup_epochs": (_nonneg_int, "an int >= 0"),
   "free_bits": (lambda v: _number(v) and v >= 0, "a finite number >= 0 (nats)"),
+  "free_bits_mode": (
+    lambda v: v in training.FREE_BITS_MODES,
+    f"one of {training.FREE_BITS_MODES}",
+  ),
   "seed": (_nonneg_int, "an int >= 0"),
   "batch_size": (_positive_int, "a positive int"),
   "num_epochs": (_positive_int, "a positive int"),

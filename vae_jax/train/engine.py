@@ -60,7 +60,7 @@ def run_group(
   Args:
     configs: the members' training configs; they may differ only in the
       keys of :data:`vae_jax.sweep.VMAPPED` (beta, sigma2, free_bits,
-      kl_warmup_epochs, seed).
+      free_bits_mode, kl_warmup_epochs, seed).
     workdir: where ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/`` and
       (with ``figures``) ``figures/`` go.
     names: the members' names in logs, TensorBoard and figures
@@ -392,6 +392,7 @@ def _evaluate(
         sigma2=config.sigma2 if rule is not None else None,
         seed=config.seed,
         free_bits=config.free_bits,
+        free_bits_mode=config.free_bits_mode,
         kl_warmup_epochs=config.kl_warmup_epochs,
         latent_dim=config.latent_dim,
         test_elbo=test(results.plain_float(summary["elbo"])),
@@ -447,6 +448,7 @@ def _hparams(config) -> dict:
     "sigma2",
     "beta",
     "free_bits",
+    "free_bits_mode",
     "latent_dim",
     "learning_rate",
     "batch_size",

@@ -72,6 +72,48 @@ def samples(path: str, images: np.ndarray, title: str) -> None:
   _save(fig, path)
 
 
+def side_by_side(
+  path: str, rows: list[tuple[str, np.ndarray, np.ndarray | None]], titles
+) -> None:
+  """Labelled rows of two image strips each: e.g. one decoder per row, its
+  reconstructions (left) and prior samples (right). A row whose right
+  strip is None shows the left one alone (e.g. the inputs).
+
+  Args:
+    path: the PNG.
+    rows: ``(label, left [n, H, W, C], right [n, H, W, C] or None)``.
+    titles: the two columns' titles.
+  """
+  n = max(len(left) for _, left, _ in rows)
+  fig, axes = plt.subplots(
+    len(rows), 2, figsize=(2 * 0.42 * n + 2.5, 0.5 * len(rows) + 0.8)
+  )
+  axes = np.atleast_2d(axes)
+  titled = [False, False]  # each column's title goes on its first strip
+  for r, (label, left, right) in enumerate(rows):
+    for c, images in enumerate((left, right)):
+      ax = axes[r, c]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if images is None:
+        ax.axis("off")
+        continue
+      ax.imshow(
+        _grid(images, 1, n),
+        cmap="gray",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+      )
+      if not titled[c]:
+        ax.set_title(titles[c], fontsize=9)
+        titled[c] = True
+    axes[r, 0].set_ylabel(
+      label, rotation=0, ha="right", va="center", fontsize=8
+    )
+  _save(fig, path)
+
+
 def latent_grid(
   path: str,
   images: np.ndarray,

@@ -39,6 +39,7 @@ class Result:
   sigma2: float | None  # the config's; None without sigma^2
   seed: int
   free_bits: float
+  free_bits_mode: str  # per_example | batch (Kingma et al. 2016)
   kl_warmup_epochs: int
   latent_dim: int
   test_elbo: float | None

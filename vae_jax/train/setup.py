@@ -87,6 +87,7 @@ def hyperparameters(config: ml_collections.ConfigDict, steps: int) -> dict:
     free_bits=config.free_bits,
     warmup_steps=config.kl_warmup_epochs * steps,
     sigma2=config.sigma2,
+    free_bits_mode=config.free_bits_mode,
   )
 
 

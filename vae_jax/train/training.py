@@ -2,14 +2,26 @@
 
 The objective of one step, for a batch x_1..x_B (nats per example):
 
-  loss = mean_i [ -log p(x_i | z_i) + beta_t * sum_j max(KL_ij, free_bits) ]
+  loss = mean_i [ -log p(x_i | z_i) ] + beta_t * R
 
 with z_i ~ q(z | x_i) reparameterised, KL_ij the analytic KL of latent
 dimension j for example i, ``beta_t = beta * min(1, (step + 1) / warmup)`` (a
-linear KL warm-up; ``warmup = 0`` means none) and the free-bits floor applied
-per example and per latent dimension, before the batch mean. With
-``free_bits = 0`` and no warm-up the loss is the negative ELBO times beta on
-the KL. The reported ``elbo`` is always the true one (beta = 1, no floor).
+linear KL warm-up; ``warmup = 0`` means none) and R the KL term with the
+free-bits floor lambda in one of two forms (:func:`kl_penalty`):
+
+* per example (``free_bits_mode="per_example"``, the default):
+  R = mean_i sum_j max(KL_ij, lambda), each example's KL of each dimension
+  floored before the batch mean;
+* batch (``"batch"``, Kingma et al. 2016, "Improved variational inference
+  with inverse autoregressive flow", eq. 15 with one group per latent
+  dimension): R = sum_j max(mean_i KL_ij, lambda), the minibatch-averaged KL
+  of each dimension floored.
+
+They differ as soon as some KL_ij are below lambda and others above: the
+batch form lets single examples use less than lambda. With ``free_bits = 0``
+both are the plain KL and, with no warm-up, the loss is the negative ELBO
+with beta on the KL. The reported ``elbo`` is always the true one (beta = 1,
+no floor).
 
 Everything a step needs travels in :class:`TrainState` (step, parameters,
 optimiser state, PRNG key) and a dict of scalar hyperparameters, so a sweep can
@@ -31,7 +43,14 @@ from vae_jax.train import data
 from vae_jax.train import models
 
 Array = jax.Array
-HYPERPARAMETERS = ("beta", "free_bits", "warmup_steps", "sigma2")
+HYPERPARAMETERS = (
+  "beta",
+  "free_bits",
+  "free_bits_batch",
+  "warmup_steps",
+  "sigma2",
+)
+FREE_BITS_MODES = ("per_example", "batch")
 
 
 class TrainState(NamedTuple):
@@ -48,10 +67,23 @@ def hyperparameters(
   free_bits: float = 0.0,
   warmup_steps: int = 0,
   sigma2: float = 1.0,
+  free_bits_mode: str = "per_example",
 ) -> dict:
-  """The per-run scalars of the objective, as float32 arrays (vmappable)."""
+  """The per-run scalars of the objective, as float32 arrays (vmappable).
+
+  ``free_bits_mode`` (one of :data:`FREE_BITS_MODES`) becomes the number
+  ``free_bits_batch`` (1 for ``"batch"``, else 0), so members of a sweep
+  may differ in it and still share one program."""
+  if free_bits_mode not in FREE_BITS_MODES:
+    raise ValueError(
+      f"free_bits_mode must be one of {FREE_BITS_MODES}, got {free_bits_mode!r}"
+    )
   values = dict(
-    beta=beta, free_bits=free_bits, warmup_steps=warmup_steps, sigma2=sigma2
+    beta=beta,
+    free_bits=free_bits,
+    free_bits_batch=float(free_bits_mode == "batch"),
+    warmup_steps=warmup_steps,
+    sigma2=sigma2,
   )
   for name in ("beta", "free_bits", "warmup_steps"):
     if not values[name] >= 0:
@@ -84,6 +116,27 @@ def kl_weight(hparams: dict, step: Array) -> Array:
   return hparams["beta"] * jnp.minimum(1.0, ramp)
 
 
+def kl_penalty(kl: Array, hparams: dict) -> Array:
+  """Each example's share of the KL term R of the loss, free bits applied
+  (see the module doc): ``[B]`` whose batch mean is R.
+
+  Args:
+    kl: ``[B, L]`` KL of each example's posterior per latent dimension, nats.
+    hparams: from :func:`hyperparameters` (``free_bits`` is lambda in nats
+      per latent dimension; ``free_bits_batch`` chooses the form).
+
+  Returns:
+    ``[B]``, nats: ``sum_j max(KL_ij, lambda)`` (per example), or
+    ``sum_j max(mean_i KL_ij, lambda)`` in every entry (batch).
+  """
+  floor = hparams["free_bits"]
+  per_example = jnp.maximum(kl, floor).sum(axis=-1)
+  batch = jnp.maximum(jnp.mean(kl, axis=0), floor).sum()
+  # Both are a few dozen numbers: computing both keeps the form a traced
+  # number, so a sweep can vmap over it.
+  return jnp.where(hparams["free_bits_batch"] > 0, batch, per_example)
+
+
 def loss_fn(
   params,
   graphdef: nnx.GraphDef,
@@ -107,9 +160,8 @@ def loss_fn(
   z = models.reparameterize(key, mean, log_variance)
   log_lik = models.log_likelihood(model, x, model.decode(z), hparams["sigma2"])
   kl = jax.vmap(divergences.kl_standard_normal_per_dim)(mean, log_variance)
-  floored = jnp.maximum(kl, hparams["free_bits"]).sum(axis=-1)
   beta_t = kl_weight(hparams, step)
-  loss = jnp.mean(-log_lik + beta_t * floored)
+  loss = jnp.mean(-log_lik + beta_t * kl_penalty(kl, hparams))
   rate = kl.sum(axis=-1)
   metrics = dict(
     loss=loss,
