@@ -191,6 +191,31 @@ def test_loss_against_a_numpy_reference(free_bits, beta):
   np.testing.assert_allclose(metrics["rate"], np.mean(kl.sum(-1)), rtol=2e-5)
 
 
+@pytest.mark.parametrize("configured_sigma2", [0.05, 1.0])
+def test_optimal_sigma2_trains_with_each_batchs_own_mse(configured_sigma2):
+  # sigma-VAE: the loss's sigma^2 is the batch's mean squared error (floored
+  # at min_sigma2 = 0.01), whatever a config's fixed sigma2 says. By hand:
+  # the same noise, scipy's Gaussian log-pdf in float64.
+  m = _model("gaussian", "optimal")
+  graphdef, state = training.init_state(
+    m, training.make_optimizer(1e-3), jax.random.key(3)
+  )
+  hp = training.hyperparameters(sigma2=configured_sigma2)
+  x, key = _images(6), jax.random.key(11)
+  loss, metrics = training.loss_fn(
+    state.params, graphdef, x, key, hp, jnp.int32(0)
+  )
+  mean, log_variance = (np.float64(a) for a in m.encode(x))
+  eps = np.float64(jax.random.normal(key, mean.shape, jnp.float32))
+  z = mean + np.exp(0.5 * log_variance) * eps
+  p = np.float64(jax.nn.sigmoid(m.decode(jnp.asarray(z, jnp.float32))))
+  var = max(np.mean((np.float64(x) - p) ** 2), 0.01)
+  log_lik = stats.norm.logpdf(np.float64(x), p, np.sqrt(var)).sum((1, 2, 3))
+  kl = _numpy_kl(mean, log_variance).sum(-1)
+  np.testing.assert_allclose(metrics["distortion"], -log_lik.mean(), rtol=2e-5)
+  np.testing.assert_allclose(loss, np.mean(-log_lik + kl), rtol=2e-5)
+
+
 def test_free_bits_floor_is_per_example_and_dimension():
   # A floor above every KL_ij: the KL term is the constant L * free_bits, so
   # the encoder's gradient comes from the reconstruction only.

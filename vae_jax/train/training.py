@@ -158,7 +158,10 @@ def loss_fn(
   model = nnx.merge(graphdef, params)
   mean, log_variance = model.encode(x)
   z = models.reparameterize(key, mean, log_variance)
-  log_lik = models.log_likelihood(model, x, model.decode(z), hparams["sigma2"])
+  # sigma-VAE (``optimal``) trains with each batch's own maximum-likelihood
+  # sigma^2 (None); ``hparams["sigma2"]`` is a fixed decoder's variance.
+  sigma2 = None if model.sigma2_mode == "optimal" else hparams["sigma2"]
+  log_lik = models.log_likelihood(model, x, model.decode(z), sigma2)
   kl = jax.vmap(divergences.kl_standard_normal_per_dim)(mean, log_variance)
   beta_t = kl_weight(hparams, step)
   loss = jnp.mean(-log_lik + beta_t * kl_penalty(kl, hparams))
