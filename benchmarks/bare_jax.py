@@ -12,7 +12,14 @@ checkpoints. Three forms differ only in the data noise:
 * ``stock``: each batch binarized with ``jax.random.bernoulli``;
 * ``fused``: each batch binarized with ``vae_jax.prng.bernoulli`` (the same
   draws, bit for bit, with the Threefry rounds written out): the
-  binarization vae_jax's epoch uses, so this is its floor.
+  binarization vae_jax's epoch uses;
+* ``kernels``: ``fused`` with the rest of vae_jax's numerical kernels too:
+  the step's keys split with ``vae_jax.prng.split`` and the likelihood
+  ``vae_jax.bernoulli_log_likelihood`` (one exp and one log1p per pixel, a
+  custom JVP) in place of two ``jax.nn.log_sigmoid`` and their autodiff.
+  The same draws and the same loss up to rounding; what is left between
+  it and vae_jax's epoch is the engine (Flax NNX, metrics, the finiteness
+  check), so this is the engine's floor.
 
 Same JSON-lines protocol as ``jax_vae.py`` (``ready``, ``epoch``, ``done``).
 """
@@ -22,6 +29,7 @@ import time
 _START = time.time()  # pylint: disable=g-import-not-at-top
 
 import argparse
+import functools
 import json
 import sys
 
@@ -29,10 +37,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+import vae_jax
 from vae_jax import prng
 from vae_jax.train import data
 
-FORMS = ("none", "stock", "fused")
+FORMS = ("none", "stock", "fused", "kernels")
 HIDDEN, LATENT = 400, 20
 
 
@@ -63,16 +72,20 @@ def _mlp(params, h):
   return h
 
 
-def _loss(params, x, key):
+def _textbook_log_lik(x, logits):
+  return jnp.sum(
+    x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits),
+    axis=-1,
+  )
+
+
+def _loss(params, x, key, log_lik_fn=_textbook_log_lik):
   enc, dec = params
   h = _mlp(enc, x)
   mean, log_var = h[:, :LATENT], h[:, LATENT:]
   z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key, mean.shape)
   logits = _mlp(dec, z)
-  log_lik = jnp.sum(
-    x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits),
-    axis=-1,
-  )
+  log_lik = log_lik_fn(x, logits)
   kl = 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1 - log_var, axis=-1)
   return jnp.mean(kl - log_lik)
 
@@ -82,9 +95,16 @@ def make_epoch(form: str, batch_size: int, optimizer):
     x = raw.astype(jnp.float32) / 255.0
     if form == "stock":
       x = jax.random.bernoulli(key, x).astype(jnp.float32)
-    elif form == "fused":
+    elif form in ("fused", "kernels"):
       x = prng.bernoulli(key, x).astype(jnp.float32)
     return x
+
+  if form == "kernels":
+    split = prng.split
+    log_lik_fn = jax.vmap(vae_jax.bernoulli_log_likelihood)
+  else:
+    split, log_lik_fn = jax.random.split, _textbook_log_lik
+  loss_fn = functools.partial(_loss, log_lik_fn=log_lik_fn)
 
   @jax.jit
   def epoch(params, opt_state, raw, key):
@@ -96,9 +116,9 @@ def make_epoch(form: str, batch_size: int, optimizer):
     def step(carry, inp):
       params, opt_state = carry
       i, k = inp
-      data_key, noise_key = jax.random.split(k)
+      data_key, noise_key = split(k)
       x = inputs(raw[i], data_key)
-      loss, grads = jax.value_and_grad(_loss)(params, x, noise_key)
+      loss, grads = jax.value_and_grad(loss_fn)(params, x, noise_key)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), loss
 

@@ -32,3 +32,40 @@ def test_accelerator_benchmark_runs_at_tiny_sizes(tmp_path):
     record["provenance"]["jax"],
   ):
     assert needle in text
+
+
+def test_bare_epoch_forms_train_the_same_model_on_the_same_draws():
+  """The floor contenders differ only in how they compute, not in what:
+  stock, fused and kernels binarize with the same bits and take the same
+  steps, so their per-step losses agree to float rounding; with no
+  binarization (soft targets) the losses are different ones."""
+  import jax
+  import numpy as np
+  import optax
+
+  from benchmarks import bare_jax
+
+  raw = jax.random.randint(jax.random.key(1), (256, 784), 0, 256).astype(
+    np.uint8
+  )
+  k_enc, k_dec = jax.random.split(jax.random.key(0))
+  params = (
+    bare_jax._init(k_enc, (784, 32, 2 * bare_jax.LATENT)),
+    bare_jax._init(k_dec, (bare_jax.LATENT, 32, 784)),
+  )
+  optimizer = optax.adam(1e-3)
+  losses = {}
+  for form in bare_jax.FORMS:
+    epoch = bare_jax.make_epoch(form, 64, optimizer)
+    state = (params, optimizer.init(params))
+    history = []
+    key = jax.random.key(2)
+    for _ in range(2):
+      p, o, key, step_losses = epoch(*state, raw, key)
+      state = (p, o)
+      history.append(np.asarray(step_losses))
+    losses[form] = np.concatenate(history)
+  assert losses["fused"].shape == (8,)
+  np.testing.assert_array_equal(losses["fused"], losses["stock"])
+  np.testing.assert_allclose(losses["kernels"], losses["fused"], rtol=2e-6)
+  assert not np.allclose(losses["none"], losses["fused"], rtol=1e-5)

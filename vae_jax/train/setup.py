@@ -28,7 +28,6 @@ class Member:
   """What a config builds: the model's static parts and its starting state.
 
   Attributes:
-    model: the initialised Flax VAE (for its methods; parameters in state).
     graphdef: its static structure (``nnx.split``).
     optimizer: the optax transformation.
     schedule: the learning rate as a function of the step.
@@ -36,7 +35,6 @@ class Member:
     hparams: the objective's scalars (:func:`hyperparameters`).
   """
 
-  model: models.VAE
   graphdef: nnx.GraphDef
   optimizer: optax.GradientTransformation
   schedule: Callable[[Any], Any]
@@ -91,14 +89,34 @@ def hyperparameters(config: ml_collections.ConfigDict, steps: int) -> dict:
   )
 
 
+def _fresh_state(
+  config: ml_collections.ConfigDict, image_shape, optimizer
+) -> tuple[nnx.GraphDef, training.TrainState]:
+  """The model's graph and its fresh TrainState, initialised in ONE compiled
+  program: eagerly, each initialiser op is traced, lowered and compiled (or
+  loaded from the cache) on its own, ~50 of them, 0.3 s of start-up. The
+  same ops, so the same values (``tests/test_setup.py`` holds it bit for
+  bit against the eager build)."""
+  graphdefs = []
+
+  def init(key):
+    init_key, train_key = jax.random.split(key)
+    graphdef, state = training.init_state(
+      build_model(config, image_shape, init_key), optimizer, train_key
+    )
+    graphdefs.append(graphdef)  # static: recorded while tracing
+    return state
+
+  state = jax.jit(init)(jax.random.key(config.seed))
+  return graphdefs[0], state
+
+
 def build(config: ml_collections.ConfigDict, image_shape, steps: int) -> Member:
   """Model, optimiser, schedule, fresh state and hyperparameters of a config.
 
   Randomness: ``split(key(seed))`` gives the initialisation and the training
   keys; :func:`evaluation_key` is a third, independent stream.
   """
-  init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  model = build_model(config, image_shape, init_key)
   schedule = training.learning_rate_schedule(
     config.lr_schedule,
     config.learning_rate,
@@ -108,9 +126,8 @@ def build(config: ml_collections.ConfigDict, image_shape, steps: int) -> Member:
   optimizer = training.make_optimizer(
     schedule, eps=config.adam_eps, grad_clip=config.grad_clip
   )
-  graphdef, state = training.init_state(model, optimizer, train_key)
+  graphdef, state = _fresh_state(config, image_shape, optimizer)
   return Member(
-    model=model,
     graphdef=graphdef,
     optimizer=optimizer,
     schedule=schedule,
