@@ -204,7 +204,10 @@ def probe_sweep(args) -> dict:
     members, dataset, mesh, steps
   )
   epoch_fn = program.make_epoch(head.graphdef, head.optimizer, mesh, **static)
-  compiled = epoch_fn.lower(state, shared, hparams).compile()
+  # K > 1 members always run the checked program (a single member on one
+  # device runs epoch_fn.fast first: program.make_epoch).
+  checked = getattr(epoch_fn, "checked", epoch_fn)
+  compiled = checked.lower(state, shared, hparams).compile()
   sweep_compile = time.perf_counter() - t0
   t0 = time.perf_counter()
   for _ in range(epochs):

@@ -13,6 +13,7 @@ from scipy import stats
 
 from vae_jax import decoders
 from vae_jax.train import data
+from vae_jax.train import keys
 from vae_jax.train import models
 from vae_jax.train import program
 from vae_jax.train import training
@@ -485,3 +486,47 @@ def test_an_epoch_checked_once_equals_one_checked_every_step():
     training.train_epoch(
       graphdef, optimizer, state, raw, hp, check="never", **static
     )
+
+
+@pytest.mark.parametrize("case", ["finite", "turns_nan", "dead"])
+def test_a_single_runs_epoch_checked_on_the_host_equals_the_checked_program(
+  case,
+):
+  # One member on one device runs program.make_epoch's fast program (no
+  # per-step check, no lax.cond) and replays with the checked one only when
+  # its check fails: the same state and metrics as the checked program, bit
+  # for bit, in all three cases.
+  m, _, _, _, hp = _setup()
+  optimizer = (
+    training.make_optimizer(lambda count: jnp.where(count >= 3, jnp.nan, 1e-3))
+    if case == "turns_nan"
+    else training.make_optimizer(optax.constant_schedule(1e-3))
+  )
+  graphdef, state = training.init_state(m, optimizer, jax.random.key(3))
+  raw = jnp.asarray(_raw_digits(192))
+  mesh = program.make_mesh(jax.devices()[:1])
+  epoch = program.make_epoch(
+    graphdef, optimizer, mesh, batch_size=32, protocol="dynamic", levels=17
+  )
+
+  def start():  # fresh buffers: the checked program donates its input
+    group = program.initial_state([state])
+    if case == "dead":
+      group = group._replace(alive=jnp.zeros(1, jnp.bool_))
+    return jax.tree.map(jnp.copy, group), program.stack([hp])
+
+  group, hps = start()
+  _, _, ok = epoch.fast(group, raw, hps)
+  assert bool(ok) == (case == "finite")
+  got, got_m = epoch(group, raw, hps)
+  want, want_m = epoch.checked(*start()[:1], raw, start()[1])
+  for x, y in zip(
+    jax.tree.leaves((got, got_m), is_leaf=keys.is_prng_key),
+    jax.tree.leaves((want, want_m), is_leaf=keys.is_prng_key),
+  ):
+    if keys.is_prng_key(x):
+      x, y = jax.random.key_data(x), jax.random.key_data(y)
+    np.testing.assert_array_equal(x, y)
+  assert bool(got.alive[0]) == (case == "finite")
+  if case == "turns_nan":
+    assert int(got.train.step[0]) == 3 and int(got.diverged_step[0]) == 4

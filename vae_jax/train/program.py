@@ -276,6 +276,37 @@ def group_epoch(
   return _settle(state, new, metrics["finite"]), metrics
 
 
+def lone_epoch(
+  graphdef: nnx.GraphDef,
+  optimizer,
+  state: GroupState,
+  raw_train: Array,
+  hparams: dict,
+  *,
+  batch_size: int,
+  protocol: str,
+  levels: int,
+) -> tuple[GroupState, dict, Array]:
+  """A group of ONE member's epoch with no per-step check: ``(state,
+  metrics, ok)`` (:func:`training.unchecked_epoch`). Where ``ok`` is True
+  the state and metrics are exactly :func:`group_epoch`'s; where it is
+  False, run :func:`group_epoch` from the same start instead."""
+  new, metrics, ok = training.unchecked_epoch(
+    graphdef,
+    optimizer,
+    member(state.train, 0),
+    raw_train,
+    member(hparams, 0),
+    batch_size=batch_size,
+    protocol=protocol,
+    levels=levels,
+    active=state.alive[0],
+  )
+  # ok: alive and every step finite, so _settle would change nothing.
+  expand = lambda tree: jax.tree.map(lambda x: x[None], tree)
+  return state._replace(train=expand(new)), expand(metrics), ok
+
+
 def make_epoch(
   graphdef,
   optimizer,
@@ -287,7 +318,9 @@ def make_epoch(
   scan: bool = True,
 ):
   """One epoch of the group on ``mesh``: ``(state, raw_train, hparams) ->
-  (state, metrics)``, members sharded, data replicated, state donated.
+  (state, metrics)``, members sharded, data replicated, state donated
+  (but for a single member's epoch on one device, see below: its start
+  state is kept until the epoch has passed its check).
 
   ``scan=True``: the whole epoch is one compiled program
   (:func:`group_epoch`). ``scan=False``: the same epoch (same data, order,
@@ -298,12 +331,35 @@ def make_epoch(
   static = dict(batch_size=batch_size, protocol=protocol, levels=levels)
   mapping = dict(num_shards=mesh.size, members_at_once=members_at_once(mesh))
   if scan:
-    return jax.jit(
+    checked = jax.jit(
       functools.partial(group_epoch, graphdef, optimizer, **static, **mapping),
       in_shardings=(on_members, same, on_members),
       out_shardings=on_members,
       donate_argnums=0,
     )
+    if mesh.size != 1:
+      return checked
+    # One device: a group of one member (a single run) runs its epoch
+    # unchecked and checks once at the end, on the host; only an epoch that
+    # fails the check is run again, checked, from the same start (which is
+    # why the fast program donates nothing). Measured at batch 1024 (2-core
+    # CPU): 48 -> 40 ms an epoch against group_epoch's lax.cond, whose
+    # branches cost copies of the whole state; the same at batch 128.
+    fast = jax.jit(
+      functools.partial(lone_epoch, graphdef, optimizer, **static),
+      in_shardings=(on_members, same, on_members),
+      out_shardings=(on_members, on_members, same),
+    )
+
+    def epoch(state, raw_train, hparams):
+      if state.alive.shape[0] == 1:
+        new, metrics, ok = fast(state, raw_train, hparams)
+        if ok:  # waits for the epoch: the caller reads its metrics anyway
+          return new, metrics
+      return checked(state, raw_train, hparams)
+
+    epoch.checked, epoch.fast = checked, fast
+    return epoch
 
   def inputs(state, raw_train):
     return map_members(

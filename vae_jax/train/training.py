@@ -346,25 +346,64 @@ def train_epoch(
     state, metrics = guarded(state)
     return state._replace(key=next_key), metrics
 
-  def unchecked(st):
-    def body(st, inputs):
-      x, noise_key = inputs_of(*inputs)
-      new, metrics = _step(graphdef, optimizer, st, x, noise_key, hparams)
-      del metrics["updates"]
-      return new, dict(metrics, finite=jnp.isfinite(metrics["loss"]))
-
-    return jax.lax.scan(body, st, (batches, step_keys))
-
-  fast, metrics = unchecked(state)
-  ok = (
-    jnp.asarray(active, jnp.bool_)
-    & metrics["finite"].all()
-    & _all_finite((fast.params, fast.opt_state))
+  fast, metrics, ok = unchecked_epoch(
+    graphdef,
+    optimizer,
+    state,
+    raw_train,
+    hparams,
+    batch_size=batch_size,
+    protocol=protocol,
+    levels=levels,
+    active=active,
   )
   state, metrics = jax.lax.cond(
     ok, lambda: (fast, metrics), lambda: guarded(state)
   )
   return state._replace(key=next_key), metrics
+
+
+def unchecked_epoch(
+  graphdef: nnx.GraphDef,
+  optimizer: optax.GradientTransformation,
+  state: TrainState,
+  raw_train: Array,
+  hparams: dict,
+  *,
+  batch_size: int,
+  protocol: str,
+  levels: int,
+  active: Array | bool = True,
+) -> tuple[TrainState, dict, Array]:
+  """:func:`train_epoch`'s steps with no per-step check, and the check once.
+
+  Returns:
+    ``(state, metrics, ok)``: the state after every step of the epoch (its
+    key advanced), the per-step metrics ``[S]`` and a boolean scalar, True
+    when ``active`` and every loss and the whole new state are finite. Where
+    ``ok`` is True these are exactly what :func:`train_epoch` returns (any
+    ``check``); where it is False the state is not to be used: run
+    :func:`train_epoch` from the same start instead.
+  """
+  next_key, batches, step_keys = epoch_inputs(
+    state.key, raw_train.shape[0], batch_size
+  )
+
+  def body(st, inputs):
+    x, noise_key = batch_inputs(
+      raw_train, *inputs, protocol=protocol, levels=levels
+    )
+    new, metrics = _step(graphdef, optimizer, st, x, noise_key, hparams)
+    del metrics["updates"]
+    return new, dict(metrics, finite=jnp.isfinite(metrics["loss"]))
+
+  fast, metrics = jax.lax.scan(body, state, (batches, step_keys))
+  ok = (
+    jnp.asarray(active, jnp.bool_)
+    & metrics["finite"].all()
+    & _all_finite((fast.params, fast.opt_state))
+  )
+  return fast._replace(key=next_key), metrics, ok
 
 
 def _all_finite(tree) -> Array:
