@@ -318,9 +318,14 @@ def make_epoch(
   scan: bool = True,
 ):
   """One epoch of the group on ``mesh``: ``(state, raw_train, hparams) ->
-  (state, metrics)``, members sharded, data replicated, state donated
-  (but for a single member's epoch on one device, see below: its start
-  state is kept until the epoch has passed its check).
+  (state, metrics)``, members sharded, data replicated, state donated.
+
+  On a one-device mesh a group of ONE member (a single run) first runs
+  ``epoch.fast`` (:func:`lone_epoch`: no per-step check, no donation) and
+  reads its finiteness flag on the host; only an epoch that fails it is run
+  again from the same start with ``epoch.checked`` (:func:`group_epoch`),
+  the program every other group runs. The same state and metrics either
+  way, bit for bit (tests/test_training.py).
 
   ``scan=True``: the whole epoch is one compiled program
   (:func:`group_epoch`). ``scan=False``: the same epoch (same data, order,
