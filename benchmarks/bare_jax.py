@@ -26,7 +26,7 @@ Same JSON-lines protocol as ``jax_vae.py`` (``ready``, ``epoch``, ``done``).
 
 import time
 
-_START = time.time()  # pylint: disable=g-import-not-at-top
+_START = time.time()  # before the imports: they are part of start-up
 
 import argparse
 import functools

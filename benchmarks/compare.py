@@ -77,8 +77,8 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def probe_peak(args) -> dict:
   """float32 matmul GFLOP/s at n x n x n, numpy (its BLAS) and XLA."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
 
   n = args.n
   rng = np.random.default_rng(0)
@@ -113,7 +113,7 @@ def _model_dots(batch: int):
 def probe_dots(args) -> dict:
   """The step's matrix products alone, in one jitted program: the ceiling
   that the rest of the step (elementwise work, RNG, Adam) eats into."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
 
   shapes = _model_dots(args.batch_size)
   key = jax.random.key(0)
@@ -142,23 +142,26 @@ def probe_dots(args) -> dict:
 
 
 def probe_flops(args) -> dict:
-  """XLA's cost analysis of one training step (what one scan iteration of
-  the epoch runs) of the default model at this batch size."""
-  import functools  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from experiments.configs import default  # pylint: disable=g-import-not-at-top
-  from vae_jax.train import setup  # pylint: disable=g-import-not-at-top
-  from vae_jax.train import training  # pylint: disable=g-import-not-at-top
+  """XLA's cost analysis of one training step (``training.guarded_step``,
+  what one scan iteration of the epoch runs) of the default model at this
+  batch size."""
+  import functools
+  import jax
+  import jax.numpy as jnp
+  from experiments.configs import default
+  from vae_jax.train import member as member_lib
+  from vae_jax.train import training
 
   config = default.get_config()
   config.batch_size = args.batch_size
-  member = setup.build(config, (28, 28, 1), 1)
-  graphdef, optimizer = member.graphdef, member.optimizer
-  state, hparams = member.state, member.hparams
+  parts = member_lib.build(config, (28, 28, 1), 1)
   x = jnp.zeros((args.batch_size, 28, 28, 1), jnp.float32)
-  step = jax.jit(functools.partial(training.train_step, graphdef, optimizer))
-  cost = step.lower(state, x, jax.random.key(0), hparams).compile()
+  step = jax.jit(
+    functools.partial(training.guarded_step, parts.graphdef, parts.optimizer)
+  )
+  cost = step.lower(
+    parts.state, jnp.asarray(True), x, jax.random.key(0), parts.hparams
+  ).compile()
   cost = cost.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return dict(
@@ -172,13 +175,14 @@ def probe_flops(args) -> dict:
 def probe_sweep(args) -> dict:
   """K members (a beta x sigma^2 grid, Gaussian decoder, continuous data)
   trained for E epochs as one vmapped program and one after another."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from experiments.configs import sweep as sweep_configs  # pylint: disable=g-import-not-at-top
-  from vae_jax import sweep  # pylint: disable=g-import-not-at-top
-  from vae_jax.train import data  # pylint: disable=g-import-not-at-top
-  from vae_jax.train import program  # pylint: disable=g-import-not-at-top
-  from vae_jax.train import setup  # pylint: disable=g-import-not-at-top
-  from vae_jax.train import training  # pylint: disable=g-import-not-at-top
+  import functools
+  import jax
+  from experiments.configs import sweep as sweep_configs
+  from vae_jax import sweep
+  from vae_jax.train import group as group_lib
+  from vae_jax.train import member as member_lib
+  from vae_jax.train import program
+  from vae_jax.train import training
 
   k, epochs = args.members, args.epochs
   config = sweep_configs.get_config()
@@ -190,24 +194,23 @@ def probe_sweep(args) -> dict:
   config.base.num_epochs = epochs
   members = sweep.members(config)
   assert len(members) == k, (len(members), k)
-  base = members[0]
-  dataset = data.load(base.source, base.protocol)
-  raw_train = jax.device_put(dataset.train)
-  steps = len(dataset.train) // base.batch_size
+  base = members[0].config
+
+  # The sweep's compile time includes building the group: loading the
+  # data, building every member and placing them.
+  t0 = time.perf_counter()
+  group = group_lib.Group.build(members, mesh=program.make_mesh())
+  dataset, steps = group.dataset, group.steps
   static = dict(
     batch_size=base.batch_size, protocol=dataset.protocol, levels=dataset.levels
   )
-
-  mesh = program.make_mesh()
-  t0 = time.perf_counter()
-  head, state, hparams, shared = setup.placed_group(
-    members, dataset, mesh, steps
+  epoch_fn = program.make_epoch(
+    group.parts.graphdef, group.parts.optimizer, group.mesh, **static
   )
-  epoch_fn = program.make_epoch(head.graphdef, head.optimizer, mesh, **static)
   # K > 1 members always run the checked program (a single member on one
   # device runs epoch_fn.fast first: program.make_epoch).
-  checked = getattr(epoch_fn, "checked", epoch_fn)
-  compiled = checked.lower(state, shared, hparams).compile()
+  state, hparams, shared = group.state, group.hparams, group.raw_train
+  compiled = epoch_fn.checked.lower(state, shared, hparams).compile()
   sweep_compile = time.perf_counter() - t0
   t0 = time.perf_counter()
   for _ in range(epochs):
@@ -215,17 +218,23 @@ def probe_sweep(args) -> dict:
   jax.block_until_ready(metrics)
   sweep_train = time.perf_counter() - t0
 
+  # One member alone: the guarded epoch the sweep maps, jitted as it is,
+  # its state donated.
+  raw_train = jax.device_put(dataset.train)
   t0 = time.perf_counter()
-  built = setup.build(base, dataset.image_shape, steps)
-  single, one_hparams = built.state, built.hparams
-  one_epoch = training.make_train_epoch(
-    built.graphdef, built.optimizer, **static
+  built = member_lib.build(base, dataset.image_shape, steps)
+  one_epoch = jax.jit(
+    functools.partial(
+      training.train_epoch, built.graphdef, built.optimizer, **static
+    ),
+    donate_argnums=0,
   )
-  one_compiled = one_epoch.lower(single, raw_train, one_hparams).compile()
+  one_compiled = one_epoch.lower(built.state, raw_train, built.hparams)
+  one_compiled = one_compiled.compile()
   sequential_compile = time.perf_counter() - t0
   sequential_train = 0.0
   for member in members:  # one program serves all: hparams are arguments
-    built = setup.build(member, dataset.image_shape, steps)
+    built = member_lib.build(member.config, dataset.image_shape, steps)
     single, one_hparams = built.state, built.hparams
     t0 = time.perf_counter()
     for _ in range(epochs):
@@ -236,7 +245,7 @@ def probe_sweep(args) -> dict:
   return dict(
     members=k,
     epochs=epochs,
-    devices=len(jax.devices()),
+    devices=group.mesh.size,
     sweep_train_s=sweep_train,
     sweep_compile_s=sweep_compile,
     sequential_train_s=sequential_train,
@@ -251,19 +260,19 @@ def probe_nll(args) -> dict:
   importance-weighted NLL, active units: ``evaluation.evaluate``, as
   ``experiments/train.py`` calls it) of a freshly initialised default model,
   with the default config's chunks and batches."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from experiments.configs import default  # pylint: disable=g-import-not-at-top
-  from vae_jax.train import data  # pylint: disable=g-import-not-at-top
-  from vae_jax.train import evaluation  # pylint: disable=g-import-not-at-top
-  from vae_jax.train import program  # pylint: disable=g-import-not-at-top
-  from vae_jax.train import setup  # pylint: disable=g-import-not-at-top
+  import jax
+  from experiments.configs import default
+  from vae_jax.train import data
+  from vae_jax.train import evaluation
+  from vae_jax.train import member as member_lib
+  from vae_jax.train import program
 
   config = default.get_config()
   dataset = data.load(config.source, config.protocol)
   images = jax.device_put(data.evaluation_images(dataset)[: args.images])
-  member = setup.build(config, dataset.image_shape, 1)
+  parts = member_lib.build(config, dataset.image_shape, 1)
   encode, log_likelihood = program.model_functions(
-    member.graphdef, member.state.params, None
+    parts.graphdef, parts.state.params, None
   )
 
   def run(n):
@@ -504,11 +513,11 @@ def _cli_run(epochs: int, cache: str | None) -> tuple[float, float, float]:
 
 
 def _versions(torch_python: str | None) -> dict:
-  import flax  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import jaxlib  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
+  import flax
+  import jax
+  import jaxlib
+  import numpy as np
+  import optax
 
   versions = dict(
     python=platform.python_version(),
@@ -529,8 +538,8 @@ def _versions(torch_python: str | None) -> dict:
 
 
 def _machine() -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
-  from vae_jax.train import results  # pylint: disable=g-import-not-at-top
+  import jax
+  from vae_jax.train import results
 
   info = results.provenance()
   gpu = "none"
@@ -740,7 +749,8 @@ def render(results: dict) -> str:
   lines += [
     "## Whole processes: 10 epochs, start to exit (batch 128)",
     "",
-    "| | imports + data (s) | first epoch done (s after start) "
+    "| | imports + data (s; vae_jax: + model built) "
+    "| first epoch done (s after start) "
     "| whole process (s) |",
     "|---|---:|---:|---:|",
   ]
@@ -922,10 +932,12 @@ def _targets(results, peak_gflops) -> list[str]:
   )
   ready = statistics.median(pr["jax:epoch@warm"]["ready"])
   limits.append(
-    f"- Start-up: importing Python, JAX, Flax and the rest and loading the "
-    f"data take {ready:.2f} s of the {statistics.median(pr['jax:epoch@warm']['first_epoch']):.2f} s to the first epoch"
+    f"- Start-up: importing Python, JAX, Flax and the rest and building the "
+    f"group (loading the data, initialising and placing the model) take "
+    f"{ready:.2f} s of the {statistics.median(pr['jax:epoch@warm']['first_epoch']):.2f} s to the first epoch"
     + (
-      f" (PyTorch: {statistics.median(pr['torch:eager@']['ready']):.2f} s)"
+      " (PyTorch, imports and data: "
+      f"{statistics.median(pr['torch:eager@']['ready']):.2f} s)"
       if "torch:eager@" in pr
       else ""
     )

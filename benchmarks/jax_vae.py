@@ -7,22 +7,27 @@ binarization, Adam 1e-3) on mnist5k with vae_jax's own functions, then
 reports the single-sample test ELBO, exactly as ``benchmarks/torch_vae.py``
 does in PyTorch. Two forms:
 
-* ``epoch``: a whole epoch in one jitted program (``program.make_epoch`` of
-  a group of one member: ``training.train_epoch``, a ``lax.scan`` over the
-  steps), the path ``experiments/train.py`` takes;
-* ``step``: one jitted ``training.train_step`` called from Python per batch
-  (``scan_epoch=False``).
+* ``epoch``: a whole epoch in one jitted program, the path
+  ``experiments/train.py`` takes: a ``group.Group`` of one member on one
+  device and ``program.make_epoch`` (a single run's unchecked
+  ``lax.scan`` over the steps, ``training.unchecked_epoch``);
+* ``step``: one jitted ``training.guarded_step`` called from Python per
+  batch, its inputs drawn as an epoch draws them (``training.epoch_inputs``,
+  ``training.batch_inputs``). A contender, like PyTorch's eager loop, not a
+  form the library trains with: the loop is this benchmark's own.
 
 Prints one JSON object per line, the protocol ``benchmarks/compare.py``
-reads: ``ready`` (after imports and data), ``epoch`` (one per epoch; the
-device is synchronised before the clock is read), ``done`` (test ELBO), each
-with ``time`` = ``time.time()``. ``--compilation_cache DIR`` turns on JAX's
-persistent compilation cache (what "warm start" means in the results).
+reads: ``ready`` (after imports and data; in the ``epoch`` form after
+``Group.build``, which loads the data and also builds and places the model),
+``epoch`` (one per epoch; the device is synchronised before the clock is
+read), ``done`` (test ELBO), each with ``time`` = ``time.time()``.
+``--compilation_cache DIR`` turns on JAX's persistent compilation cache (what
+"warm start" means in the results).
 """
 
 import time
 
-_START = time.time()  # pylint: disable=g-import-not-at-top
+_START = time.time()  # before the imports: they are part of start-up
 
 import argparse
 import functools
@@ -36,8 +41,9 @@ from experiments import cli
 from experiments.configs import default
 from vae_jax.train import data
 from vae_jax.train import evaluation
+from vae_jax.train import group
+from vae_jax.train import member
 from vae_jax.train import program
-from vae_jax.train import setup
 from vae_jax.train import training
 
 FORMS = ("epoch", "step")
@@ -45,6 +51,36 @@ FORMS = ("epoch", "step")
 
 def _emit(event: str, **fields) -> None:
   print(json.dumps(dict(event=event, time=time.time(), **fields)), flush=True)
+
+
+def _step_epoch(parts: member.Parts, dataset: data.Dataset, batch_size: int):
+  """The ``step`` contender's epoch: ``(state, raw_train, hparams) ->
+  (state, metrics)``, one jitted ``training.guarded_step`` per batch called
+  from Python, with the batches, keys and binarization of
+  ``training.train_epoch``."""
+  step_fn = jax.jit(
+    functools.partial(training.guarded_step, parts.graphdef, parts.optimizer)
+  )
+  batch_fn = jax.jit(
+    training.batch_inputs, static_argnames=("protocol", "levels")
+  )
+
+  def epoch_fn(state, raw_train, hparams):
+    next_key, batches, keys = training.epoch_inputs(
+      state.key, raw_train.shape[0], batch_size
+    )
+    ok, history = jnp.asarray(True), []
+    for idx, key in zip(batches, keys):
+      x, noise_key = batch_fn(
+        raw_train, idx, key, protocol=dataset.protocol, levels=dataset.levels
+      )
+      state, ok, metrics = step_fn(state, ok, x, noise_key, hparams)
+      history.append(metrics)
+    return state._replace(key=next_key), jax.tree.map(
+      lambda *v: jnp.stack(v), *history
+    )
+
+  return epoch_fn
 
 
 def main(argv=None) -> None:
@@ -66,54 +102,38 @@ def main(argv=None) -> None:
   config = default.get_config()
   config.batch_size, config.seed = args.batch_size, args.seed
   config.num_epochs = args.epochs
-  dataset = data.load(config.source, config.protocol)
-  raw_train = jax.device_put(dataset.train)
-  _emit(
-    "ready",
-    import_seconds=imported - _START,
-    data_seconds=time.time() - imported,
-  )
-
-  steps = len(dataset.train) // config.batch_size
-  member = setup.build(config, dataset.image_shape, steps)
-  graphdef, optimizer = member.graphdef, member.optimizer
-  state, hparams = member.state, member.hparams
-  static = dict(
-    batch_size=config.batch_size,
-    protocol=dataset.protocol,
-    levels=dataset.levels,
-  )
   if args.form == "epoch":
     # The engine's path: a group of one member on one device.
-    mesh = program.make_mesh(jax.devices()[:1])
-    on_members = program.member_sharding(mesh)
-    group_epoch = program.make_epoch(graphdef, optimizer, mesh, **static)
-    state = program.place(program.initial_state([state]), on_members)
-    hparams = program.place(program.stack([hparams]), on_members)
-    raw_train = program.place(dataset.train, program.replicated(mesh))
-    epoch_fn = group_epoch
+    built = group.Group.build(
+      [member.Member(config)], mesh=program.make_mesh(jax.devices()[:1])
+    )
+    _emit(
+      "ready",
+      import_seconds=imported - _START,
+      group_seconds=time.time() - imported,
+    )
+    dataset, steps, parts = built.dataset, built.steps, built.parts
+    state, hparams, raw_train = built.state, built.hparams, built.raw_train
+    epoch_fn = program.make_epoch(
+      parts.graphdef,
+      parts.optimizer,
+      built.mesh,
+      batch_size=config.batch_size,
+      protocol=dataset.protocol,
+      levels=dataset.levels,
+    )
   else:
-    step_fn = jax.jit(
-      functools.partial(training.train_step, graphdef, optimizer)
+    dataset = data.load(config.source, config.protocol)
+    raw_train = jax.device_put(dataset.train)
+    _emit(
+      "ready",
+      import_seconds=imported - _START,
+      data_seconds=time.time() - imported,
     )
-    batch_fn = jax.jit(
-      training.batch_inputs, static_argnames=("protocol", "levels")
-    )
-
-    def epoch_fn(state, raw_train, hparams):
-      next_key, batches, keys = training.epoch_inputs(
-        state.key, raw_train.shape[0], config.batch_size
-      )
-      history = []
-      for idx, key in zip(batches, keys):
-        x, noise_key = batch_fn(
-          raw_train, idx, key, protocol=dataset.protocol, levels=dataset.levels
-        )
-        state, metrics = step_fn(state, x, noise_key, hparams)
-        history.append(metrics)
-      return state._replace(key=next_key), jax.tree.map(
-        lambda *v: jnp.stack(v), *history
-      )
+    steps = member.steps_per_epoch(config, len(dataset.train))
+    parts = member.build(config, dataset.image_shape, steps)
+    state, hparams = parts.state, parts.hparams
+    epoch_fn = _step_epoch(parts, dataset, config.batch_size)
 
   for epoch in range(1, args.epochs + 1):
     t0 = time.perf_counter()
@@ -132,14 +152,17 @@ def main(argv=None) -> None:
 
   @jax.jit
   def test_elbo(params, images, key):
-    encode, log_likelihood = program.model_functions(graphdef, params, None)
+    encode, log_likelihood = program.model_functions(
+      parts.graphdef, params, None
+    )
     return jnp.mean(
       evaluation.elbo_terms(encode, log_likelihood, images, key)["elbo"]
     )
 
   if args.form == "epoch":
-    state = program.member(state.train, 0)
-  test_images = data.evaluation_images(dataset, config.eval_seed)
+    state, test_images = program.take(state.train, 0), built.test_images
+  else:
+    test_images = data.evaluation_images(dataset, config.eval_seed)
   _emit(
     "done",
     test_elbo=float(

@@ -63,7 +63,8 @@ def _time_sequential(config) -> tuple[float, list[dict]]:
   t0 = time.perf_counter()
   for member in sweep.members(config):
     with tempfile.TemporaryDirectory() as workdir:
-      summaries.append(experiment.train_and_evaluate(member, workdir).to_dict())
+      result = experiment.train_and_evaluate(member.config, workdir)
+      summaries.append(result.to_dict())
   return time.perf_counter() - t0, summaries
 
 

@@ -1,4 +1,5 @@
-"""What the command-line entry points share (no flags are defined here)."""
+"""What the command-line entry points share: their common flags, their
+prologue, and one-line errors."""
 
 import ast
 import collections
@@ -7,6 +8,7 @@ import re
 import sys
 
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 import jax
 
@@ -22,6 +24,52 @@ USER_ERRORS = (
   vae_jax.train.CheckpointError,
 )
 _OVERRIDE = re.compile(r"--(config\.[\w.]+)(=|$)")
+
+
+def define_common(config_file: str, what: str, workdir: str, workdir_help: str):
+  """The flags every command has: ``--config`` (a shipped config file,
+  ``what`` it configures), ``--workdir`` and ``--compilation_cache``.
+
+  Returns:
+    ``(config, workdir, cache)``, the flag holders.
+  """
+  config = define_config(
+    "config", config_path(config_file), f"{what} config (a .py file)."
+  )
+  workdir_flag = flags.DEFINE_string("workdir", workdir, workdir_help)
+  cache = flags.DEFINE_string(
+    "compilation_cache",
+    default_cache_dir(),
+    "JAX persistent compilation cache folder ('' = off).",
+  )
+  return config, workdir_flag, cache
+
+
+def start(argv: list[str], config_holder, cache_holder):
+  """A command's prologue: no stray arguments, the config read (one
+  ``error:`` line if it cannot be), library logs at WARNING and the
+  compilation cache on. Returns the config."""
+  if len(argv) > 1:
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = config_value(config_holder)
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  if cache_holder.value:
+    enable_compilation_cache(cache_holder.value)
+  return config
+
+
+def guarded(work, workdir: str):
+  """``work()``, with a user's mistake as one ``error:`` line (exit 1; a
+  workdir's problem named by its flag) and Ctrl-C as a note on how to
+  resume (exit 130)."""
+  try:
+    return work()
+  except vae_jax.train.WorkdirError as e:
+    fail(f"--workdir: {e}", code=1)
+  except USER_ERRORS as e:
+    fail(str(e), code=1)
+  except KeyboardInterrupt:
+    interrupted(workdir)
 
 
 def fail(message: str, code: int = 2):
@@ -45,7 +93,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     fail(f"--{twice[0]} is given {given[twice[0]]} times; give it once")
   try:
     return flags.FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except  # any bad flag
+  except Exception as e:  # any bad flag
     fail(_one_line(e))
 
 
@@ -60,7 +108,7 @@ def define_config(name: str, default: str, help_text: str):
     )
   except (AttributeError, KeyError) as e:
     fail(f"unknown config key {_one_line(e)}")
-  except Exception as e:  # pylint: disable=broad-except  # bad file or value
+  except Exception as e:  # a bad file or value
     fail(f"--{name}: {_one_line(e)}")
 
 
@@ -75,7 +123,7 @@ def config_value(holder):
     return value
   except (AttributeError, KeyError) as e:
     fail(f"unknown config key {_one_line(e)}")
-  except Exception as e:  # pylint: disable=broad-except  # bad file or value
+  except Exception as e:  # a bad file or value
     fail(f"--{holder.name}: {_one_line(e)}")
 
 

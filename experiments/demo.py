@@ -1,6 +1,6 @@
-"""A short tour of vae_jax's losses (the main job until training lands).
+"""A short tour of vae_jax's losses.
 
-Run: make run   (or: .venv/bin/python -m experiments.demo)
+Run: .venv/bin/python -m experiments.demo
 """
 
 import math

@@ -23,49 +23,34 @@ if __package__ in (
     0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   )
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
-from absl import logging
 
 from experiments import cli
 from vae_jax.sweep import study
 from vae_jax.sweep import study_report
 from vae_jax.train import results
 
-_CONFIG = cli.define_config(
-  "config", cli.config_path("study.py"), "Study config (a .py file)."
-)
-_WORKDIR = flags.DEFINE_string(
-  "workdir", "runs/study", "Where each decoder's sweep goes."
+_CONFIG, _WORKDIR, _CACHE = cli.define_common(
+  "study.py", "Study", "runs/study", "Where each decoder's sweep goes."
 )
 _REPORT = flags.DEFINE_string(
   "report", "docs/study.md", "The report to write (markdown)."
 )
-_CACHE = flags.DEFINE_string(
-  "compilation_cache",
-  cli.default_cache_dir(),
-  "JAX persistent compilation cache folder ('' = off).",
-)
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  config = cli.config_value(_CONFIG)
-  logging.set_verbosity(logging.WARNING)
-  if _CACHE.value:
-    cli.enable_compilation_cache(_CACHE.value)
+  config = cli.start(argv, _CONFIG, _CACHE)
   start = time.time()
-  try:
+
+  def work():
     by_arm = study.run(config, _WORKDIR.value)
     decoded = {
       name: study.decoded(config, name, _WORKDIR.value) for name in config.arms
     }
-  except cli.USER_ERRORS as e:
-    cli.fail(str(e), code=1)
-  except KeyboardInterrupt:
-    cli.interrupted(_WORKDIR.value)
+    return by_arm, decoded
+
+  by_arm, decoded = cli.guarded(work, _WORKDIR.value)
   cells = study.cells(config, by_arm, decoded)
   command = "python -m experiments.study " + " ".join(
     shlex.quote(a) for a in sys.argv[1:]

@@ -23,26 +23,16 @@ if __package__ in (
     0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   )
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 
 from experiments import cli
 from vae_jax import sweep
 from vae_jax.train import results
 
-_CONFIG = cli.define_config(
-  "config", cli.config_path("sweep.py"), "Sweep config (a .py file)."
-)
-_WORKDIR = flags.DEFINE_string(
-  "workdir", "runs/sweep", "Where outputs and checkpoints go."
-)
-_CACHE = flags.DEFINE_string(
-  "compilation_cache",
-  cli.default_cache_dir(),
-  "JAX persistent compilation cache folder ('' = off).",
+_CONFIG, _WORKDIR, _CACHE = cli.define_common(
+  "sweep.py", "Sweep", "runs/sweep", "Where outputs and checkpoints go."
 )
 _DISTRIBUTED = flags.DEFINE_bool(
   "distributed",
@@ -80,19 +70,9 @@ def initialize_distributed() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  config = cli.config_value(_CONFIG)
-  logging.set_verbosity(logging.WARNING)
-  if _CACHE.value:
-    cli.enable_compilation_cache(_CACHE.value)
+  config = cli.start(argv, _CONFIG, _CACHE)
   initialize_distributed()
-  try:
-    rows = sweep.run(config, _WORKDIR.value)
-  except cli.USER_ERRORS as e:
-    cli.fail(str(e), code=1)
-  except KeyboardInterrupt:
-    cli.interrupted(_WORKDIR.value)
+  rows = cli.guarded(lambda: sweep.run(config, _WORKDIR.value), _WORKDIR.value)
   if jax.process_index() != 0:
     return
   workdir = os.path.abspath(_WORKDIR.value)

@@ -20,40 +20,22 @@ if __package__ in (
     0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   )
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
-from absl import flags
-from absl import logging
 
 from experiments import cli
 import vae_jax.train
 
-_CONFIG = cli.define_config(
-  "config", cli.config_path("default.py"), "Run config (a .py file)."
-)
-_WORKDIR = flags.DEFINE_string(
-  "workdir", "runs/default", "Where outputs and checkpoints go."
-)
-_CACHE = flags.DEFINE_string(
-  "compilation_cache",
-  cli.default_cache_dir(),
-  "JAX persistent compilation cache folder ('' = off).",
+_CONFIG, _WORKDIR, _CACHE = cli.define_common(
+  "default.py", "Run", "runs/default", "Where outputs and checkpoints go."
 )
 
 
 def main(argv):
-  if len(argv) > 1:
-    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-  config = cli.config_value(_CONFIG)
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  if _CACHE.value:
-    cli.enable_compilation_cache(_CACHE.value)
-  try:
-    result = vae_jax.train.train_and_evaluate(config, _WORKDIR.value)
-  except cli.USER_ERRORS as e:
-    cli.fail(str(e), code=1)
-  except KeyboardInterrupt:
-    cli.interrupted(_WORKDIR.value)
+  config = cli.start(argv, _CONFIG, _CACHE)
+  result = cli.guarded(
+    lambda: vae_jax.train.train_and_evaluate(config, _WORKDIR.value),
+    _WORKDIR.value,
+  )
   workdir = os.path.abspath(_WORKDIR.value)
   print(f"\nOutputs in {workdir}:")
   for name in (

@@ -25,10 +25,25 @@ def test_accelerator_benchmark_runs_at_tiny_sizes(tmp_path):
   )
   nll = record["nll"]
   assert nll["images"] == 40 and nll["samples"] == 8 and nll["seconds"] > 0
+  burda = record["burda"]
+  assert [b["row"] for b in burda] == [
+    "vae1",
+    "vae5",
+    "vae50",
+    "iwae5",
+    "iwae50",
+  ]
+  assert [b["train_samples"] for b in burda] == [1, 5, 50, 5, 50]
+  for b in burda:
+    assert b["seconds_per_epoch"] > 0
+    assert b["full_schedule_hours"] == pytest.approx(
+      b["seconds_per_epoch"] * 3280 / 3600
+    )
   for needle in (
     "training, batch 16",
     "sweep / one member",
     "<= 60 s",
+    "Burda iwae50 (iwae, k = 50), batch 20, s per epoch",
     record["provenance"]["jax"],
   ):
     assert needle in text
@@ -69,3 +84,23 @@ def test_bare_epoch_forms_train_the_same_model_on_the_same_draws():
   np.testing.assert_array_equal(losses["fused"], losses["stock"])
   np.testing.assert_allclose(losses["kernels"], losses["fused"], rtol=2e-6)
   assert not np.allclose(losses["none"], losses["fused"], rtol=1e-5)
+
+
+def test_jax_vae_step_contender_trains_as_the_engine_epoch(capsys):
+  """The ``step`` contender (the benchmark's own Python loop of jitted
+  guarded steps) takes the steps of the engine's epoch (a group of one
+  member, ``program.make_epoch``): the same loss and test ELBO, so the two
+  differ only in how they run."""
+  from benchmarks import jax_vae
+
+  events = {}
+  for form in jax_vae.FORMS:
+    jax_vae.main([f"--form={form}", "--batch_size=1024", "--epochs=1"])
+    lines = capsys.readouterr().out.splitlines()
+    events[form] = {e["event"]: e for e in map(json.loads, lines)}
+  for form in jax_vae.FORMS:
+    assert events[form]["epoch"]["examples"] == 3 * 1024
+  for event, field in (("epoch", "train_loss"), ("done", "test_elbo")):
+    assert events["step"][event][field] == pytest.approx(
+      events["epoch"][event][field], rel=1e-6
+    )

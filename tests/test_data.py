@@ -69,6 +69,7 @@ def test_mnist5k_shapes_dtype_levels(mnist):
   assert mnist.train.max() == 255  # raw levels, not binarized
 
 
+@pytest.mark.slow
 def test_mnist5k_split_is_a_fixed_shuffled_partition_of_the_csv(
   mnist, csv_rows
 ):
@@ -103,6 +104,7 @@ def test_digits_is_sklearn_digits_split_300_test():
   )  # same multiset
 
 
+@pytest.mark.slow
 def test_static_load_binarizes_once_with_a_fixed_seed(mnist):
   static = data.load("mnist5k", "static")
   assert static.levels == 2 and static.protocol == "static"
@@ -123,9 +125,9 @@ def test_static_load_binarizes_once_with_a_fixed_seed(mnist):
 def test_unknown_source_and_protocol_name_the_choices():
   with pytest.raises(data.DataError, match="mnist5k, digits, tfds:<name>"):
     data.load("cifar10")
-  with pytest.raises(ValueError, match="dynamic, static, continuous"):
+  with pytest.raises(ValueError, match="dynamic, static, continuous, levels"):
     data.load("mnist5k", "binary")
-  with pytest.raises(ValueError, match="dynamic, static, continuous"):
+  with pytest.raises(ValueError, match="dynamic, static, continuous, levels"):
     data.to_unit_interval(
       jax.random.key(0), np.zeros((1, 2, 2, 1), np.uint8), "x", 256
     )
@@ -135,6 +137,7 @@ def test_unknown_source_and_protocol_name_the_choices():
 
 
 @pytest.mark.parametrize("levels", [256, 17, 3])
+@pytest.mark.slow
 def test_dynamic_is_bernoulli_of_raw_over_max_level(levels):
   raw = _levels_grid(levels)
   keys = jax.random.split(jax.random.key(1), 4000)
@@ -151,6 +154,7 @@ def test_dynamic_is_bernoulli_of_raw_over_max_level(levels):
 
 
 @pytest.mark.parametrize("levels", [256, 17, 2])
+@pytest.mark.slow
 def test_continuous_dequantizes_inside_each_level_bin(levels):
   raw = _levels_grid(levels, repeats=2000)
   x = np.asarray(to_unit_jit(jax.random.key(2), raw, "continuous", levels))
@@ -165,6 +169,7 @@ def test_continuous_dequantizes_inside_each_level_bin(levels):
   )  # U[0, 1) mean, 5 sd
 
 
+@pytest.mark.slow
 def test_continuous_top_level_never_rounds_to_one():
   # (255 + u) / 256 rounds up to 1.0 when u > 1 - 2**-17: ~8 of these 2**20 draws.
   raw = np.full((1, 1024, 1024, 1), 255, np.uint8)
@@ -185,7 +190,39 @@ def test_static_and_binary_dynamic_are_the_identity_cast():
     data.to_unit_interval(jax.random.key(0), raw, "static", 256)
 
 
+@pytest.mark.parametrize("levels", [256, 17, 2])
+def test_levels_protocol_is_the_grid_itself_without_noise(levels):
+  raw = _levels_grid(levels)
+  x = np.asarray(to_unit_jit(jax.random.key(0), raw, "levels", levels))
+  assert x.dtype == np.float32 and x.shape == raw.shape
+  # k / (levels - 1) rounded once to float32, the edges exactly 0 and 1.
+  want = (raw.astype(np.float64) / (levels - 1)).astype(np.float32)
+  np.testing.assert_array_equal(x, want)
+  assert x.min() == 0.0 and x.max() == 1.0
+  np.testing.assert_array_equal(
+    np.round(x.astype(np.float64) * (levels - 1)), raw
+  )
+  # No key enters: another key, the same values.
+  other = to_unit_jit(jax.random.key(1), raw, "levels", levels)
+  np.testing.assert_array_equal(x, other)
+
+
+def test_levels_protocol_loads_and_evaluates_on_the_grid():
+  rng = np.random.default_rng(0)
+  train, test = (rng.integers(0, 17, (n, 4, 4, 1)) for n in (6, 3))
+  ds = data.from_arrays("d", train, test, levels=17, protocol="levels")
+  assert (ds.levels, ds.protocol) == (17, "levels")  # no binarization
+  np.testing.assert_array_equal(
+    data.evaluation_images(ds),
+    (test / 16).astype(np.float32),
+  )
+  np.testing.assert_array_equal(
+    data.evaluation_images(ds), data.evaluation_images(ds, seed=3)
+  )
+
+
 @pytest.mark.parametrize("protocol", ["dynamic", "continuous"])
+@pytest.mark.slow
 def test_deterministic_given_key_same_under_jit_and_raw_keys(protocol):
   raw = _levels_grid(256, repeats=4)
   eager = data.to_unit_interval(jax.random.key(5), raw, protocol, 256)
@@ -201,6 +238,7 @@ def test_deterministic_given_key_same_under_jit_and_raw_keys(protocol):
   assert old_style.shape == raw.shape and old_style.dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_evaluation_images_are_one_fixed_draw(mnist):
   first = data.evaluation_images(mnist)
   assert first.dtype == np.float32 and first.shape == (1000, 28, 28, 1)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy import integrate, stats
 
 import vae_jax
@@ -39,6 +40,7 @@ def _kl_by_quadrature(m, v):
 class KLTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(np.float32, np.float64)
+  @pytest.mark.slow
   def test_matches_numerical_integration(self, dtype):
     mean, log_variance = _posterior(0, n=8, dtype=dtype)
     expected = sum(
@@ -47,6 +49,7 @@ class KLTest(chex.TestCase):
     got = self.variant(vae_jax.kl_standard_normal)(mean, log_variance)
     np.testing.assert_allclose(got, expected, rtol=max(RTOL[dtype], 1e-9))
 
+  @pytest.mark.slow
   def test_per_dim_sums_to_total(self):
     mean, log_variance = _posterior(1)
     np.testing.assert_allclose(
@@ -56,6 +59,7 @@ class KLTest(chex.TestCase):
     )
 
   @parameterized.parameters(1e-8, -1e-8, 1e-4, -3e-3, 0.4999, 0.5, -0.5001, 2.0)
+  @pytest.mark.slow
   def test_accurate_for_nearly_unit_variance(self, log_variance):
     # exp(v) - 1 - v = v^2/2 + ...: the naive form loses every digit here.
     v = references.mpmath.mpf(log_variance)
@@ -72,6 +76,7 @@ class KLTest(chex.TestCase):
       st.tuples(st.floats(-10, 10), st.floats(-15, 15)), min_size=1, max_size=12
     )
   )
+  @pytest.mark.slow
   def test_non_negative_and_zero_only_at_prior(self, params):
     mean, log_variance = (np.array(a) for a in zip(*params))
     kl = float(vae_jax.kl_standard_normal(mean, log_variance))
@@ -85,6 +90,7 @@ class KLTest(chex.TestCase):
 class DensityTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(np.float32, np.float64)
+  @pytest.mark.slow
   def test_diagonal_gaussian_matches_scipy(self, dtype):
     mean, log_variance = _posterior(2, dtype=dtype)
     z = np.random.default_rng(3).normal(size=20).astype(dtype)
@@ -107,6 +113,7 @@ class DensityTest(chex.TestCase):
       rtol=1e-13,
     )
 
+  @pytest.mark.slow
   def test_monte_carlo_kl_is_the_log_ratio_and_converges(self):
     mean, log_variance = _posterior(5, n=6)
     eps = jax.random.normal(jax.random.key(0), (200_000, 6), jnp.float64)

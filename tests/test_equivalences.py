@@ -15,6 +15,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import vae_jax
 from tests import references
@@ -28,6 +29,7 @@ def _batch(seed):
 
 
 class NotesEquivalenceTest(chex.TestCase):
+  @pytest.mark.slow
   def test_bce_sum_over_batch_is_mean_negative_log_likelihood(self):
     x, probs = _batch(0)
     x[:8] = x[:8] > 0.5  # binary and soft targets both
@@ -43,6 +45,7 @@ class NotesEquivalenceTest(chex.TestCase):
       rtol=1e-12,
     )
 
+  @pytest.mark.slow
   def test_mse_sum_over_batch_is_gaussian_nll_at_half_minus_constant(self):
     x, mean = _batch(1)
     mse_sum_over_b = np.sum((mean - x) ** 2) / B
@@ -98,6 +101,7 @@ def _tiny_vae_objectives(sigma2, beta):
 
 
 class SigmaBetaTradeTest(chex.TestCase):
+  @pytest.mark.slow
   def test_gradients_are_parallel_with_factor_one_over_two_sigma2(self):
     for sigma2, beta in ((0.1, 1.0), (0.5, 4.0), (2.0, 0.25)):
       scaled, mse_form, library_form, params = _tiny_vae_objectives(
@@ -116,6 +120,7 @@ class SigmaBetaTradeTest(chex.TestCase):
         rtol=1e-12,
       )
 
+  @pytest.mark.slow
   def test_same_minimiser_by_gradient_descent(self):
     sigma2, beta = 0.25, 2.0
     scaled, mse_form, _, params = _tiny_vae_objectives(sigma2, beta)

@@ -9,6 +9,7 @@ from absl.testing import absltest
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy import special
 from scipy import stats
 
@@ -103,6 +104,7 @@ def elbo_terms(model, encode, key):
 
 
 class ExactPosteriorTest(absltest.TestCase):
+  @pytest.mark.slow
   def test_iwae_equals_log_marginal_for_any_k(self):
     # Every weight p(x, z) / p(z | x) equals p(x). (K = 3: the evaluate tests.)
     m = LinearGaussianVAE()
@@ -110,6 +112,7 @@ class ExactPosteriorTest(absltest.TestCase):
       iwae(m, m.encode_exact, 33, 8), m.log_px, rtol=1e-12
     )
 
+  @pytest.mark.slow
   def test_elbo_equals_log_marginal_in_expectation(self):
     m = LinearGaussianVAE(num_examples=400)
     terms = elbo_terms(m, m.encode_exact, jax.random.key(1))
@@ -139,6 +142,7 @@ class ExactPosteriorTest(absltest.TestCase):
 
 
 class WrongPosteriorTest(absltest.TestCase):
+  @pytest.mark.slow
   def test_against_a_loop_over_explicit_weights(self):
     m = LinearGaussianVAE(num_examples=3)
     key = jax.random.key(7)
@@ -166,6 +170,7 @@ class WrongPosteriorTest(absltest.TestCase):
         got[row], special.logsumexp(log_w) - math.log(7), rtol=1e-12
       )
 
+  @pytest.mark.slow
   def test_bounds_tighten_with_k_towards_log_marginal(self):
     n = 800
     m = LinearGaussianVAE(num_examples=n)
@@ -210,6 +215,7 @@ class WrongPosteriorTest(absltest.TestCase):
     ]
     self.assertEqual(max(sizes), 2 * 10 * 12)  # [B, chunk, D]: decoded means
 
+  @pytest.mark.slow
   def test_chunk_size_does_not_change_the_estimate(self):
     m = LinearGaussianVAE(dtype=np.float32)
     expected = iwae(m, m.encode_wrong, 50, 64)  # 64 > K: one chunk
@@ -224,6 +230,7 @@ class WrongPosteriorTest(absltest.TestCase):
 
 
 class IWAEEdgeCasesTest(absltest.TestCase):
+  @pytest.mark.slow
   def test_all_zero_weights_give_minus_infinity_not_nan(self):
     m = LinearGaussianVAE(num_examples=2)
     log_likelihood = lambda x, z: jnp.sum(z) * 0 - jnp.inf
@@ -310,6 +317,7 @@ class ActiveUnitsTest(absltest.TestCase):
 
 
 class EvaluateTest(absltest.TestCase):
+  @pytest.mark.slow
   def test_equals_the_per_batch_functions_for_any_batch_size(self):
     m = LinearGaussianVAE(num_examples=10, dtype=np.float32)
     key = jax.random.key(3)
@@ -342,6 +350,7 @@ class EvaluateTest(absltest.TestCase):
       )
       self.assertEqual((got["num_examples"], got["nll_samples"]), (10, 20))
 
+  @pytest.mark.slow
   def test_exact_posterior_one_compilation_and_bits_per_dim(self):
     m = LinearGaussianVAE(num_examples=5)
     traces = []
@@ -369,6 +378,7 @@ class EvaluateTest(absltest.TestCase):
       rtol=1e-14,
     )
 
+  @pytest.mark.slow
   def test_bernoulli_decoder_under_jit_with_a_dead_unit(self):
     rng = np.random.default_rng(4)
     x = (rng.random((9, 20)) < 0.3).astype(np.float32)

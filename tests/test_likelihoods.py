@@ -10,6 +10,7 @@ import jax
 from jax import test_util
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy import integrate, stats
 
 import vae_jax
@@ -26,6 +27,7 @@ def _rng(seed=0):
 class BernoulliTest(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.product(shape=SHAPES, dtype=[np.float32, np.float64])
+  @pytest.mark.slow
   def test_matches_scipy_logpmf_on_binary_data(self, shape, dtype):
     rng = _rng()
     x = (rng.random(shape) < 0.3).astype(dtype)
@@ -38,6 +40,7 @@ class BernoulliTest(chex.TestCase):
     np.testing.assert_allclose(got, expected, rtol=RTOL[dtype])
 
   @parameterized.parameters(np.float32, np.float64)
+  @pytest.mark.slow
   def test_gradients_match_the_two_log_sigmoids(self, dtype):
     # The hand-written derivatives (one shared exp) against autodiff of the
     # textbook form x log sigmoid(l) + (1 - x) log sigmoid(-l), for soft
@@ -58,6 +61,7 @@ class BernoulliTest(chex.TestCase):
     # d/dx is exactly the logit (log sigmoid(l) - log sigmoid(-l) = l).
     np.testing.assert_allclose(ours[0], logits, rtol=RTOL[dtype])
 
+  @pytest.mark.slow
   def test_second_derivatives_match_finite_differences(self):
     # The JVP rule is itself differentiable (Hessians, Laplace, natural
     # gradients): checked against central differences in float64.
@@ -95,6 +99,7 @@ class BernoulliTest(chex.TestCase):
     x=[0.0, 0.5, 1.0],
     dtype=[np.float32, np.float64],
   )
+  @pytest.mark.slow
   def test_extreme_logits_match_mpmath(self, logit, x, dtype):
     xs, ls = np.full(2, x, dtype), np.full(2, logit, dtype)
     fn = self.variant(jax.value_and_grad(vae_jax.bernoulli_log_likelihood, 1))
@@ -111,6 +116,7 @@ class BernoulliTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.product(shape=SHAPES, dtype=[np.float32, np.float64])
+  @pytest.mark.slow
   def test_from_probs_matches_torch_formula(self, shape, dtype):
     rng = _rng(2)
     x = rng.random(shape).astype(dtype)
@@ -122,6 +128,7 @@ class BernoulliTest(chex.TestCase):
     )
 
   @parameterized.parameters(np.float32, np.float64)
+  @pytest.mark.slow
   def test_from_probs_gradient_finite_at_zero_and_one(self, dtype):
     x = np.array([0.0, 1.0, 1.0, 0.0, 0.5], dtype)
     probs = np.array([0.0, 0.0, 1.0, 1.0, 0.5], dtype)
@@ -130,6 +137,7 @@ class BernoulliTest(chex.TestCase):
     np.testing.assert_allclose(grad, [-1.0, 0.0, 1.0, 0.0, 0.0], atol=1e-6)
 
   @parameterized.parameters(np.float32, np.float64)
+  @pytest.mark.slow
   def test_from_probs_small_p_is_exact(self, dtype):
     # (1 - x) log(1 - p) ~ -p: log1p keeps it where log(1 - p) rounds to 0.
     for p in (1e-6, 1e-10, 1e-17, 1e-30):
@@ -141,6 +149,7 @@ class BernoulliTest(chex.TestCase):
       )
       np.testing.assert_allclose(got, float(expected), rtol=RTOL[dtype])
 
+  @pytest.mark.slow
   def test_from_probs_equals_logit_form_inside_the_clamp(self):
     rng = _rng(3)
     x = rng.random(100)
@@ -158,6 +167,7 @@ class GaussianTest(chex.TestCase):
   @parameterized.product(
     shape=SHAPES, dtype=[np.float32, np.float64], sigma2=[1e-4, 0.5, 1.0, 7.0]
   )
+  @pytest.mark.slow
   def test_matches_scipy_norm_logpdf(self, shape, dtype, sigma2):
     rng = _rng(4)
     x = rng.random(shape).astype(dtype)
@@ -168,6 +178,7 @@ class GaussianTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters((28, 28, 1), (1, 1, 1), (28, 1, 1), (1,))
+  @pytest.mark.slow
   def test_per_pixel_sigma2_broadcasts(self, *sigma2_shape):
     rng = _rng(5)
     x = rng.random((28, 28, 1))
@@ -188,6 +199,7 @@ class GaussianTest(chex.TestCase):
       )
 
   @hypothesis.given(st.integers(0, 2**31 - 1), st.floats(1e-3, 1e2))
+  @pytest.mark.slow
   def test_maximised_at_x_equals_mean(self, seed, sigma2):
     rng = _rng(seed)
     mean = rng.normal(size=10)
@@ -221,6 +233,7 @@ class OptimalSigma2Test(chex.TestCase):
     )
 
   @hypothesis.given(st.integers(0, 2**31 - 1), st.floats(0.2, 5.0))
+  @pytest.mark.slow
   def test_maximises_the_likelihood_over_sigma2(self, seed, factor):
     hypothesis.assume(abs(factor - 1) > 1e-3)
     rng = _rng(seed)
@@ -230,6 +243,7 @@ class OptimalSigma2Test(chex.TestCase):
     self.assertGreater(float(ll(best)), float(ll(best * factor)))
     self.assertAlmostEqual(float(jax.grad(ll)(best)), 0.0, places=6)
 
+  @pytest.mark.slow
   def test_batch_value_maximises_the_batch_likelihood(self):
     rng = _rng(7)
     x, mean = rng.random((5, 30)), rng.random((5, 30))
@@ -272,6 +286,7 @@ class ContinuousBernoulliTest(chex.TestCase):
     np.testing.assert_allclose(got32, expected, rtol=6e-7)
 
   @parameterized.parameters(1e3, -1e3, 1e6, 88.0)
+  @pytest.mark.slow
   def test_log_normalizer_asymptote(self, logit):
     # C(l) = l / (2 sigmoid(l) - 1) -> |l| for large |l|.
     for dtype in (np.float32, np.float64):
@@ -292,6 +307,7 @@ class ContinuousBernoulliTest(chex.TestCase):
     12.01,
     30.0,
   )
+  @pytest.mark.slow
   def test_log_normalizer_gradient(self, logit):
     # d/dl log(l / tanh(l / 2)) = 1/l - 1/sinh(l), at 50 digits.
     mp_l = references.mpmath.mpf(logit)
@@ -316,6 +332,7 @@ class ContinuousBernoulliTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters(np.float32, np.float64)
+  @pytest.mark.slow
   def test_density_matches_quadrature_normaliser(self, dtype):
     rng = _rng(8)
     x = rng.random(20).astype(dtype)
@@ -328,6 +345,7 @@ class ContinuousBernoulliTest(chex.TestCase):
     np.testing.assert_allclose(got, expected, rtol=RTOL[dtype])
 
   @parameterized.parameters(-20.0, -1.0, 0.0, 0.03, 2.5, 15.0)
+  @pytest.mark.slow
   def test_integrates_to_one(self, logit):
     density = lambda t: math.exp(
       vae_jax.continuous_bernoulli_log_likelihood(
@@ -338,6 +356,7 @@ class ContinuousBernoulliTest(chex.TestCase):
     self.assertAlmostEqual(total, 1.0, places=10)
 
   @parameterized.parameters(np.float32, np.float64)
+  @pytest.mark.slow
   def test_finite_at_extreme_logits(self, dtype):
     x = np.array([0.0, 1.0, 0.5, 0.0, 1.0], dtype)
     logits = np.array([1e3, 1e3, -1e3, -1e3, 0.0], dtype)

@@ -7,34 +7,14 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy import stats
 
 import vae_jax
 from tests import references
 
 
-class LinearGaussian:
-  """p(z) = N(0, I), p(x | z) = N(W z + b, sigma2 I), with W^T W diagonal so
-  that the exact posterior is a diagonal Gaussian."""
-
-  def __init__(self, seed=0, data_dim=12, latent_dim=3, sigma2=0.3):
-    rng = np.random.default_rng(seed)
-    q, _ = np.linalg.qr(rng.normal(size=(data_dim, latent_dim)))
-    self.w = q * rng.uniform(0.5, 3.0, latent_dim)
-    self.b = rng.normal(size=data_dim)
-    self.sigma2 = sigma2
-    self.x = rng.normal(size=data_dim) * 2
-    precision = (
-      1 + np.sum(self.w**2, axis=0) / sigma2
-    )  # diagonal of I + W^T W / s2
-    self.post_var = 1 / precision
-    self.post_mean = self.post_var * (self.w.T @ (self.x - self.b)) / sigma2
-    self.log_px = stats.multivariate_normal.logpdf(
-      self.x, self.b, self.w @ self.w.T + sigma2 * np.eye(data_dim)
-    )
-
-  def decode(self, z):
-    return self.w @ z + self.b
+LinearGaussian = references.LinearGaussian
 
 
 class ELBOTest(chex.TestCase):
@@ -43,13 +23,14 @@ class ELBOTest(chex.TestCase):
     m = LinearGaussian()
     loss = self.variant(
       lambda *a: vae_jax.negative_elbo(
-        *a, likelihood="gaussian", sigma2=m.sigma2
+        *a, likelihood=vae_jax.gaussian_log_likelihood, sigma2=m.sigma2
       )
     )(m.x, m.decode(m.post_mean), m.post_mean, np.log(m.post_var))
     # E_q log p(x|z) = log N(x; W mu + b, s2) - tr(W^T W Sigma) / (2 s2).
     trace_term = np.sum(np.sum(m.w**2, axis=0) * m.post_var) / (2 * m.sigma2)
     np.testing.assert_allclose(-loss - trace_term, m.log_px, rtol=1e-12)
 
+  @pytest.mark.slow
   def test_every_importance_weight_equals_log_marginal_at_exact_posterior(self):
     m = LinearGaussian(seed=1)
     zs = m.post_mean + np.sqrt(m.post_var) * np.random.default_rng(0).normal(
@@ -68,6 +49,7 @@ class ELBOTest(chex.TestCase):
       vae_jax.importance_weighted_bound(log_w), m.log_px, rtol=1e-12
     )
 
+  @pytest.mark.slow
   def test_iwae_bound_tightens_with_k_below_log_marginal(self):
     m = LinearGaussian(seed=2)
     # An imperfect q: shifted by half a posterior std, 1.5x too wide.
@@ -100,22 +82,37 @@ class ELBOTest(chex.TestCase):
     self.assertLess(m.log_px - averages[2], 0.05)
 
   @parameterized.parameters(
-    "bernoulli", "continuous_bernoulli", "bernoulli_probs"
+    ("bernoulli", vae_jax.bernoulli_log_likelihood, {}),
+    ("continuous_bernoulli", vae_jax.continuous_bernoulli_log_likelihood, {}),
+    ("gaussian", vae_jax.gaussian_log_likelihood, dict(sigma2=0.3)),
   )
-  def test_by_name_equals_by_function_and_hand_sum(self, name):
+  @pytest.mark.slow
+  def test_by_name_reads_the_registry_and_equals_the_hand_sum(
+    self, name, fn, kwargs
+  ):
+    # Every registry entry takes logits; the Gaussian's mean is sigmoid(l).
     rng = np.random.default_rng(3)
-    x, out = rng.random(10), rng.uniform(0.05, 0.95, 10)
+    x, logits = rng.random(10), rng.normal(size=10)
     mean, log_var = rng.normal(size=4), rng.normal(size=4)
-    fn = vae_jax.LIKELIHOODS[name]
     by_name = vae_jax.negative_elbo(
-      x, out, mean, log_var, beta=2.5, likelihood=name
+      x, logits, mean, log_var, beta=2.5, likelihood=name, **kwargs
     )
-    by_fn = vae_jax.negative_elbo(
-      x, out, mean, log_var, beta=2.5, likelihood=fn
+    entry = vae_jax.DECODERS[name].log_likelihood
+    by_entry = vae_jax.negative_elbo(
+      x, logits, mean, log_var, beta=2.5, likelihood=entry, **kwargs
     )
     kl = 0.5 * np.sum(np.exp(log_var) + mean**2 - 1 - log_var)
-    self.assertEqual(float(by_name), float(by_fn))
-    np.testing.assert_allclose(by_name, -fn(x, out) + 2.5 * kl, rtol=1e-13)
+    out = 1 / (1 + np.exp(-logits)) if name == "gaussian" else logits
+    self.assertEqual(float(by_name), float(by_entry))
+    np.testing.assert_allclose(
+      by_name, -fn(x, out, **kwargs) + 2.5 * kl, rtol=1e-12
+    )
+
+  def test_an_unknown_name_lists_the_registry(self):
+    with self.assertRaisesRegex(ValueError, "vae_jax.DECODERS"):
+      vae_jax.negative_elbo(
+        np.zeros(3), np.zeros(3), np.zeros(2), np.zeros(2), likelihood="poisson"
+      )
 
   def test_monte_carlo_rate_uses_the_sample(self):
     rng = np.random.default_rng(4)
@@ -162,6 +159,7 @@ class IWAEBoundTest(chex.TestCase):
       rtol=1e-13,
     )
 
+  @pytest.mark.slow
   def test_stable_where_naive_underflows(self):
     log_w = np.array([-1e4, -1e4 - 1.0, -1e4 - 50.0, -2e4])
     mp = references.mpmath
@@ -172,6 +170,7 @@ class IWAEBoundTest(chex.TestCase):
         got, expected, rtol=1e-7 if dtype == np.float32 else 1e-14
       )
 
+  @pytest.mark.slow
   def test_k_equals_one_is_the_weight_and_bound_lies_between_mean_and_max(self):
     self.assertEqual(
       float(vae_jax.importance_weighted_bound(np.array([-3.25]))), -3.25
@@ -190,6 +189,7 @@ class IWAEBoundTest(chex.TestCase):
 
 class BatchingAndUnitsTest(chex.TestCase):
   @parameterized.parameters("mean", "sum", "none")
+  @pytest.mark.slow
   def test_batched_equals_a_python_loop(self, reduction):
     rng = np.random.default_rng(8)
     x, logits = rng.random((5, 7)), rng.normal(size=(5, 7))
@@ -205,6 +205,7 @@ class BatchingAndUnitsTest(chex.TestCase):
     )(x, logits)
     np.testing.assert_allclose(got, expected, rtol=1e-13)
 
+  @pytest.mark.slow
   def test_batched_keyword_arguments_are_shared(self):
     rng = np.random.default_rng(9)
     x, mean = rng.random((4, 3)), rng.random((4, 3))

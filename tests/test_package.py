@@ -93,6 +93,7 @@ def _requirement_name(requirement):
   return spec.lower().replace("_", "-")
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_library_and_only_the_library(wheel):
   wheel_path, sources = wheel
   with zipfile.ZipFile(wheel_path) as zf:
@@ -163,6 +164,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_installed_wheel_works_without_the_repository(wheel, tmp_path):
   target = tmp_path / "site"
   target.mkdir()

@@ -5,6 +5,7 @@ from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vae_jax import prng
 
@@ -47,6 +48,7 @@ class ThreefryTest(parameterized.TestCase):
 
 class SameAsJaxRandomTest(parameterized.TestCase):
   @parameterized.parameters(*SHAPES)
+  @pytest.mark.slow
   def test_bits(self, *shape):
     for key in _keys():
       got = jax.jit(prng.bits, static_argnums=1)(key, shape)
@@ -55,6 +57,7 @@ class SameAsJaxRandomTest(parameterized.TestCase):
       np.testing.assert_array_equal(got, want)
 
   @parameterized.parameters(*SHAPES)
+  @pytest.mark.slow
   def test_uniform(self, *shape):
     for key in _keys():
       got = prng.uniform(key, shape)
@@ -63,6 +66,7 @@ class SameAsJaxRandomTest(parameterized.TestCase):
       np.testing.assert_array_equal(got, want)
       self.assertTrue(np.all((got >= 0) & (got < 1)))
 
+  @pytest.mark.slow
   def test_bernoulli(self):
     rng = np.random.default_rng(0)
     # Every 8-bit level's probability, including 0 and 1.
@@ -72,6 +76,7 @@ class SameAsJaxRandomTest(parameterized.TestCase):
         jax.jit(prng.bernoulli)(key, p), jax.random.bernoulli(key, p)
       )
 
+  @pytest.mark.slow
   def test_under_vmap_over_keys(self):
     keys = jax.random.split(jax.random.key(3), 6)
     p = jnp.full((6, 50), 0.3, jnp.float32)
@@ -83,6 +88,7 @@ class SameAsJaxRandomTest(parameterized.TestCase):
       jax.vmap(lambda k: jax.random.bits(k, (4, 3), jnp.uint32))(keys),
     )
 
+  @pytest.mark.slow
   def test_other_keys_and_settings_fall_back_to_jax_random(self):
     key = jax.random.key(1, impl="rbg")
     np.testing.assert_array_equal(
@@ -102,6 +108,7 @@ class SameAsJaxRandomTest(parameterized.TestCase):
       prng.bernoulli(key, p64), jax.random.bernoulli(key, p64)
     )
 
+  @pytest.mark.slow
   def test_bernoulli_frequencies(self):
     # Independent of jax.random: each level's frequency over 512 x 784 draws
     # within 5 standard errors of level / 255.
@@ -119,6 +126,7 @@ class SameAsJaxRandomTest(parameterized.TestCase):
 
 class SplitTest(parameterized.TestCase):
   @parameterized.parameters(1, 2, 3, 31, 1000)
+  @pytest.mark.slow
   def test_split(self, num):
     for key in _keys():
       got = jax.jit(prng.split, static_argnums=1)(key, num)

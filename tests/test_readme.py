@@ -8,6 +8,9 @@ import re
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
 
 README = pathlib.Path(__file__).parent.parent / "README.md"
 
@@ -18,7 +21,7 @@ def test_usage_snippets_run_and_are_right():
   namespace = {}
   with contextlib.redirect_stdout(io.StringIO()):
     for block in blocks:
-      exec(compile(block, str(README), "exec"), namespace)  # pylint: disable=exec-used
+      exec(compile(block, str(README), "exec"), namespace)
   x = np.asarray(namespace["x"], np.float64)
   # Near-zero weights: logits ~ 0 cost D log 2; the KL is ~0.
   np.testing.assert_allclose(namespace["loss"], 784 * math.log(2), rtol=1e-3)

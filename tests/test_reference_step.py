@@ -18,7 +18,7 @@ import numpy as np
 
 from experiments.configs import default
 from vae_jax.train import program
-from vae_jax.train import setup
+from vae_jax.train import member as member_lib
 import pytest
 
 # End to end: every test here trains models (deselect with -m 'not slow').
@@ -90,7 +90,9 @@ class ReferenceStepTest(absltest.TestCase):
     )
     steps = raw.shape[0] // config.batch_size
     # The engine's path: a run is a group of one member on one device.
-    head, group, hparams = setup.build_group([config], (28, 28, 1), steps)
+    head = member_lib.build(config, (28, 28, 1), steps)
+    group = program.initial_state([head.state])
+    hparams = program.stack([head.hparams])
     epoch = program.make_epoch(
       head.graphdef,
       head.optimizer,
@@ -110,7 +112,7 @@ class ReferenceStepTest(absltest.TestCase):
       )
       key = jax.random.split(key, 3)[0]
       group, metrics = epoch(group, jnp.asarray(raw), hparams)
-      state = program.member(group.train, 0)
+      state = program.take(group.train, 0)
       # Float32 rounding apart (summation order, the hand-written
       # derivative): losses to 1e-5 and 99.99% of the parameters to 1e-6 of
       # their tensor's scale (measured: <= 3e-7). Adam amplifies rounding
@@ -128,7 +130,7 @@ class ReferenceStepTest(absltest.TestCase):
     self.assertEqual(int(state.step), t)
     # The loop really trained: parameters moved far beyond the tolerance.
     start = jax.tree.leaves(
-      setup.build(config, (28, 28, 1), steps).state.params
+      member_lib.build(config, (28, 28, 1), steps).state.params
     )
     moved = max(
       float(jnp.abs(a - b).max())

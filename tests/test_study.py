@@ -1,6 +1,7 @@
 """The reconstruction-term study: its config, its numbers and its report."""
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 from experiments.configs import study as study_configs
@@ -22,7 +24,7 @@ from vae_jax.train import config as config_lib
 from vae_jax.train import data
 from vae_jax.train import program
 from vae_jax.train import results
-from vae_jax.train import setup
+from vae_jax.train import group as group_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,11 +68,24 @@ def test_arm_sweep_is_the_base_with_the_arms_keys_over_the_seeds():
     "dynamic",
     "bernoulli",
   )
+  # The masses on levels see the levels; the Laplace the dequantized ones.
+  for name in ("discretized_logistic", "discretized_logistic_mixture"):
+    arm = study.arm_sweep(c, name)
+    assert (arm.base.protocol, arm.base.likelihood) == ("levels", name)
+  laplace = study.arm_sweep(c, "laplace_learned").base
+  assert (laplace.protocol, laplace.likelihood, laplace.sigma2_mode) == (
+    "continuous",
+    "laplace",
+    "learned",
+  )
   # Everything else is the base's, and the study's base is untouched.
   assert binary.base.num_epochs == c.base.num_epochs
   assert c.base.likelihood == "bernoulli" and c.base.protocol == "dynamic"
   study.validate(c)
   study.validate(study_configs.get_config("long"))
+  mnist = study_configs.get_config("mnist")
+  study.validate(mnist)
+  assert mnist.base.source == "mnist" and mnist.arms == c.arms
 
 
 @pytest.mark.parametrize(
@@ -106,6 +121,7 @@ def test_the_command_refuses_a_bad_config_in_one_line(tmp_path):
       "-m",
       "experiments.study",
       f"--workdir={tmp_path}",
+      "--compilation_cache=",
       "--config.arms=('bernoulli',)",
     ],
     cwd=ROOT,
@@ -180,6 +196,24 @@ def test_every_arm_trains_its_seeds_with_its_decoder(tiny):
 
 
 @pytest.mark.slow
+def test_the_8_bit_decoders_stand_on_the_grey_levels_scale(tiny):
+  # Exact NLL / (D ln 2) for the masses on the levels; the Laplace's a bound,
+  # log 17 per dimension added, like the Gaussians (8x8 digits: D = 64).
+  _, _, by_arm, _, _ = tiny
+  for name, offset in (
+    ("discretized_logistic", 0.0),
+    ("discretized_logistic_mixture", 0.0),
+    ("laplace_learned", math.log(17)),
+  ):
+    for r in by_arm[name]:
+      assert np.isfinite(r.test_nll)
+      assert r.bits_per_dim == pytest.approx(
+        (r.test_nll + 64 * offset) / (64 * math.log(2)), rel=1e-6
+      )
+  assert all(r.eval_sigma2 > 0 for r in by_arm["laplace_learned"])
+
+
+@pytest.mark.slow
 def test_the_table_is_mean_and_sd_of_each_arms_results_on_disk(tiny):
   _, workdir, _, _, text = tiny
   # Independent of the study's code: each arm's results.json, numpy.
@@ -216,14 +250,11 @@ def test_pixel_mse_is_that_of_the_restored_models_reconstructions(tiny):
   c, workdir, _, cells, _ = tiny
   cell = next(x for x in cells if x.arm == "gaussian_learned")
   # Seed 1's model by hand: its checkpoint, then the MLP in numpy float64.
-  configs = sweep.members(study.arm_sweep(c, "gaussian_learned"))
-  dataset = data.load("digits", "continuous")
-  steps = setup.steps_per_epoch(configs[0], len(dataset.train))
-  mesh = program.make_mesh()
-  padded = configs + [configs[0]] * (
-    program.padded_size(len(configs), mesh.size) - len(configs)
+  group = group_lib.Group.build(
+    sweep.members(study.arm_sweep(c, "gaussian_learned")),
+    mesh=program.make_mesh(),
   )
-  _, template, _, _ = setup.placed_group(padded, dataset, mesh, steps)
+  dataset = group.dataset
   ckpt = checkpoints.Checkpointer(
     os.path.join(
       study.arm_workdir(workdir, "gaussian_learned"),
@@ -232,7 +263,7 @@ def test_pixel_mse_is_that_of_the_restored_models_reconstructions(tiny):
       "checkpoints",
     )
   )
-  epoch, state = ckpt.restore_latest(template)
+  epoch, state = ckpt.restore_latest(group.state)
   ckpt.close()
   assert epoch == c.base.num_epochs
   m = [r.seed for r in cell.results].index(1)
@@ -246,9 +277,9 @@ def test_pixel_mse_is_that_of_the_restored_models_reconstructions(tiny):
   mean = dense(np.maximum(dense(x, enc[0]), 0), enc[1])[:, : c.base.latent_dim]
   logits = dense(np.maximum(dense(mean, dec[0]), 0), dec[1])
   mse = np.mean((1 / (1 + np.exp(-logits)) - x) ** 2)
-  assert cell.members[m].pixel_mse == pytest.approx(mse, rel=1e-5)
+  assert cell.decoded[m].pixel_mse == pytest.approx(mse, rel=1e-5)
   np.testing.assert_allclose(
-    cell.members[m].reconstructions.reshape(8, -1),
+    cell.decoded[m].reconstructions.reshape(8, -1),
     1 / (1 + np.exp(-logits[:8])),
     atol=1e-5,
   )
@@ -265,13 +296,13 @@ def test_the_literature_sentences_follow_the_numbers(tiny):
   cb = np.mean(
     [
       m.pixel_mse
-      for m in next(x for x in cells if x.arm == "continuous_bernoulli").members
+      for m in next(x for x in cells if x.arm == "continuous_bernoulli").decoded
     ]
   )
   grey = np.mean(
     [
       m.pixel_mse
-      for m in next(x for x in cells if x.arm == "bernoulli_grey").members
+      for m in next(x for x in cells if x.arm == "bernoulli_grey").decoded
     ]
   )
   assert f"{cb:.4f} for the continuous Bernoulli against {grey:.4f}" in text
@@ -280,6 +311,41 @@ def test_the_literature_sentences_follow_the_numbers(tiny):
   fixed = [mean("gaussian_fixed", "bits_per_dim", s) for s in (0.01, 0.1)]
   assert f"the optimal sigma^2 reaches {optimal:.3f} bits/dim" in text
   assert ("better than every fixed value" in text) == (optimal < min(fixed))
+  # The 8-bit decoders: the best row on the grey scale, by its own mean.
+  single = mean("discretized_logistic", "bits_per_dim")
+  mixture = mean("discretized_logistic_mixture", "bits_per_dim")
+  assert f"the discretized logistic {single:.3f} and the mixture" in text
+  assert f"the mixture {mixture:.3f};" in text
+  grey = [
+    (mean(x.arm, "bits_per_dim", x.sigma2), x)
+    for x in cells
+    if x.results[0].data_protocol in ("continuous", "levels")
+    and x.results[0].bits_per_dim is not None
+  ]
+  best_bits, best = min(grey, key=lambda p: p[0])
+  assert f"is the {best.label}'s ({best_bits:.3f})" in text
+  assert ("the literature's choice for 8-bit images." in text) == (
+    best.arm.startswith("discretized")
+  )
+  assert ("its extra components per pixel pay." in text) == (mixture < single)
+  laplace = mean("laplace_learned", "bits_per_dim")
+  gaussian = mean("gaussian_learned", "bits_per_dim")
+  assert f"the Laplace reaches {laplace:.3f} bits/dim against the " in text
+  assert (f"{gaussian - laplace:.3f} better" in text) == (laplace < gaussian)
+  # The grids' grey pixels, by hand, seed 0 as in the figure.
+  first = lambda arm: next(x for x in cells if x.arm == arm).decoded[0]
+  share = lambda a: np.mean((a > 0.1) & (a < 0.9))
+  for arm in ("laplace_learned", "discretized_logistic_mixture"):
+    d = first(arm)
+    label = study.ARMS[arm].label
+    assert (
+      f"the {label}'s {100 * share(d.reconstructions):.1f}% and "
+      f"{100 * share(d.samples):.1f}%"
+    ) in text
+  sharper = share(first("laplace_learned").reconstructions) < share(
+    first("gaussian_learned").reconstructions
+  )
+  assert ("the sharper look L1 is chosen for." in text) == sharper
 
 
 @pytest.mark.slow
@@ -303,3 +369,28 @@ def test_a_second_run_reads_every_arm_back(tiny):
   plain = lambda rows: json.loads(json.dumps([r.to_dict() for r in rows]))
   for name in c.arms:
     assert plain(by_arm[name]) == plain(again[name])
+
+
+@pytest.mark.slow
+def test_a_study_on_a_tfds_source_trains_and_decodes(tmp_path):
+  # Decoding builds each arm's group as training did: from the config, its
+  # data_dir included (tfds's mock data stands in for a prepared data set).
+  c = tiny_study(arms=("bernoulli_binary",), seeds=(0,))
+  c.base.update(
+    source="tfds:mnist",
+    data_dir=str(tmp_path / "tfds"),
+    architecture="mlp",
+    num_epochs=1,
+    eval_every=1,
+    checkpoint_every=1,
+    batch_size=16,
+    nll_samples=8,
+    eval_batch_size=16,
+  )
+  workdir = str(tmp_path / "study")
+  with tfds.testing.mock_data(num_examples=32):
+    [result] = study.run(c, workdir)["bernoulli_binary"]
+    [decoded] = study.decoded(c, "bernoulli_binary", workdir, count=4)
+  assert result.source == "tfds:mnist" and result.num_train == 32
+  assert decoded.inputs.shape == decoded.samples.shape == (4, 28, 28, 1)
+  assert 0 < decoded.pixel_mse < 1

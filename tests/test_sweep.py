@@ -30,7 +30,8 @@ from vae_jax.train import experiment
 from vae_jax.train import logs
 from vae_jax.train import program
 from vae_jax.train import results
-from vae_jax.train import setup
+from vae_jax.train import group as group_lib
+from vae_jax.train import member as member_lib
 from vae_jax.train import training
 
 # End to end: every test here trains models (deselect with -m 'not slow').
@@ -91,24 +92,27 @@ def _assert_rows_close(a, b, rtol):
 def test_grid_zip_dedupe_and_groups():
   c = tiny_sweep(dict(beta=(0.5, 1.0), sigma2=(0.1, 0.2, 0.4)))
   members = sweep.members(c)
-  assert [(m.beta, m.sigma2) for m in members] == [
+  assert [(m.config.beta, m.config.sigma2) for m in members] == [
     (b, s) for b in (0.5, 1.0) for s in (0.1, 0.2, 0.4)
   ]
-  assert sweep.groups(members) == [list(range(6))]  # one program
+  assert [m.index for m in members] == list(range(6))
+  assert members[4].name == "beta=1.0,sigma2=0.2"
+  assert members[4].axes == dict(beta=1.0, sigma2=0.2)
+  assert sweep.groups(members) == [members]  # one program
   # sigma2 means nothing to a Bernoulli decoder: its copies collapse.
   c = tiny_sweep(
     dict(likelihood=("gaussian", "bernoulli"), sigma2=(0.1, 0.2)),
     protocol="dynamic",
   )
   members = sweep.members(c)
-  assert [(m.likelihood, m.sigma2) for m in members] == [
+  assert [(m.config.likelihood, m.config.sigma2) for m in members] == [
     ("gaussian", 0.1),
     ("gaussian", 0.2),
     ("bernoulli", c.base.sigma2),
   ]
-  assert sweep.groups(members) == [[0, 1], [2]]
+  assert sweep.groups(members) == [members[:2], members[2:]]
   c = tiny_sweep(dict(beta=(0.5, 1.0, 2.0), seed=(7,)), mode="zip")
-  assert [(m.beta, m.seed) for m in sweep.members(c)] == [
+  assert [(m.config.beta, m.config.seed) for m in sweep.members(c)] == [
     (0.5, 7),
     (1.0, 7),
     (2.0, 7),
@@ -148,28 +152,20 @@ def test_bad_sweep_configs_are_named(change, message):
 # The program: vmapped == one by one; sharded == unsharded.
 
 
-def _group(c):
-  members = sweep.members(c)
-  dataset = data.load(c.base.source, c.base.protocol)
-  steps = len(dataset.train) // c.base.batch_size
-  return members, dataset, steps
-
-
 def _train_sweep(c, mesh, epochs):
-  members, dataset, steps = _group(c)
-  k = len(members)
-  padded = members + [members[0]] * (program.padded_size(k, mesh.size) - k)
-  head, state, hparams, raw = setup.placed_group(padded, dataset, mesh, steps)
+  group = group_lib.Group.build(sweep.members(c), mesh=mesh)
   epoch = program.make_epoch(
-    head.graphdef,
-    head.optimizer,
+    group.parts.graphdef,
+    group.parts.optimizer,
     mesh,
     batch_size=c.base.batch_size,
-    protocol=dataset.protocol,
-    levels=dataset.levels,
+    protocol=group.dataset.protocol,
+    levels=group.dataset.levels,
   )
+  state = group.state
   for _ in range(epochs):
-    state, metrics = epoch(state, raw, hparams)
+    state, metrics = epoch(state, group.raw_train, group.hparams)
+  k = group.size
   return jax.tree.map(lambda v: v[:k], program.gather((state, metrics))), state
 
 
@@ -178,10 +174,11 @@ def test_vmapped_sweep_equals_members_one_by_one():
     dict(beta=(0.5, 2.0), sigma2=(0.02, 0.1), seed=(0, 3)), mode="zip"
   )
   (state, metrics), _ = _train_sweep(c, program.make_mesh(jax.devices()[:1]), 2)
-  members, dataset, steps = _group(c)
+  dataset = data.load(c.base.source, c.base.protocol)
+  steps = len(dataset.train) // c.base.batch_size
   raw = jax.device_put(dataset.train)
-  for m, member in enumerate(members):
-    built = setup.build(member, dataset.image_shape, steps)
+  for m, member in enumerate(sweep.members(c)):
+    built = member_lib.build(member.config, dataset.image_shape, steps)
     single, hparams = built.state, built.hparams
     epoch = jax.jit(
       functools.partial(
@@ -215,9 +212,9 @@ def test_vmapped_sweep_equals_members_one_by_one():
 def test_members_at_once_equals_all_vmapped(num_shards, members_at_once):
   # 6 members: groups of 2 or 4 (a remainder of 2) within 1, 2 or 3 shards.
   c = tiny_sweep(dict(beta=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0)))
-  members, dataset, steps = _group(c)
-  head, state, hparams = setup.build_group(members, dataset.image_shape, steps)
-  raw = jax.device_put(dataset.train)
+  group = group_lib.Group.build(sweep.members(c))
+  head, state, hparams = group.parts, group.state, group.hparams
+  dataset, raw = group.dataset, group.raw_train
 
   def run(**kw):
     epoch = jax.jit(
@@ -345,7 +342,7 @@ def test_a_diverged_member_is_frozen_and_the_rest_finish(
 def test_members_equal_single_runs(finished_sweep, tmp_path):
   # Member 2 (beta 1, sigma2 0.05) trained alone by experiment.py.
   c, _, rows = finished_sweep
-  member = sweep.members(c)[2]
+  member = sweep.members(c)[2].config
   assert (member.beta, member.sigma2) == (1.0, 0.05)
   summary = experiment.train_and_evaluate(member, str(tmp_path)).to_dict()
   for key in ("rate", "distortion", "elbo", "nll"):
@@ -418,7 +415,7 @@ def test_learned_sigma2_members_match_single_runs(tmp_path):
   )
   rows = run_sweep(c, str(tmp_path / "sweep"))
   summary = experiment.train_and_evaluate(
-    sweep.members(c)[1], str(tmp_path / "single")
+    sweep.members(c)[1].config, str(tmp_path / "single")
   ).to_dict()
   assert rows[1]["eval_sigma2"] == pytest.approx(
     summary["eval_sigma2"], rel=1e-5
@@ -436,16 +433,13 @@ def test_fitted_sigma2_is_the_training_mse_of_one_reconstruction():
   # sigma-VAE's sigma^2 on the TRAINING images, against NumPy (float64): the
   # same images and noise, encoder and decoder applied by hand.
   c = tiny_sweep(dict(seed=(0, 1)), sigma2_mode="optimal")
-  members, dataset, steps = _group(c)
   mesh = program.make_mesh()
-  padded = members + [members[0]] * 6
-  head, state, _ = setup.build_group(padded, dataset.image_shape, steps)
-  params = program.place(state.train.params, program.member_sharding(mesh))
-  raw = jax.device_put(dataset.train)
+  group = group_lib.Group.build(sweep.members(c), mesh=mesh)  # padded to 8
+  state, raw, dataset = group.state, group.raw_train, group.dataset
   fitted = program.fitted_sigma2(
-    head.graphdef,
+    group.parts.graphdef,
     mesh,
-    params,
+    state.train.params,
     raw,
     dataset,
     latent_dim=4,
@@ -461,8 +455,9 @@ def test_fitted_sigma2_is_the_training_mse_of_one_reconstruction():
   eps = np.asarray(
     jax.random.normal(noise_key, (len(x), 4), jnp.float32), np.float64
   )
+  params = program.gather(state.train.params)
   for m in range(2):
-    p = jax.tree.map(lambda v: np.asarray(v[m], np.float64), state.train.params)
+    p = jax.tree.map(lambda v: np.asarray(v[m], np.float64), params)
     enc = [p["encoder"]["layers"][i] for i in (0, 1)]
     dec = [p["decoder"]["layers"][i] for i in (0, 1)]
     dense = lambda h, layer: h @ layer["kernel"] + layer["bias"]
@@ -505,18 +500,21 @@ def test_equal_sigma2_beta_members_end_at_the_same_rate_and_error(tmp_path):
 
 def _trained(config, epochs):
   dataset = data.load(config.source, config.protocol)
-  steps = setup.steps_per_epoch(config, len(dataset.train))
-  member = setup.build(config, dataset.image_shape, steps)
-  epoch = training.make_train_epoch(
-    member.graphdef,
-    member.optimizer,
-    batch_size=config.batch_size,
-    protocol=dataset.protocol,
-    levels=dataset.levels,
+  steps = member_lib.steps_per_epoch(config, len(dataset.train))
+  parts = member_lib.build(config, dataset.image_shape, steps)
+  epoch = jax.jit(
+    functools.partial(
+      training.train_epoch,
+      parts.graphdef,
+      parts.optimizer,
+      batch_size=config.batch_size,
+      protocol=dataset.protocol,
+      levels=dataset.levels,
+    )
   )
-  state, raw = member.state, jnp.asarray(dataset.train)
+  state, raw = parts.state, jnp.asarray(dataset.train)
   for _ in range(epochs):
-    state, _ = epoch(state, raw, member.hparams)
+    state, _ = epoch(state, raw, parts.hparams)
   # The key is a typed PRNG key (no NumPy form) and is not compared.
   return jax.tree.map(np.asarray, state._replace(key=None))
 
@@ -696,7 +694,7 @@ def test_sweep_members_get_periodic_test_elbo_and_named_tensorboard_runs(
 def _tensorboard_scalars(directory) -> dict[str, list]:
   """{tag: [(step, value), ...]} of the event files in ``directory``, read
   with tensorboardX's protos (TFRecord framing: length, crc, data, crc)."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2
 
   out = {}
   for name in sorted(os.listdir(directory)):

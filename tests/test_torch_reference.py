@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import distributions as td  # pylint: disable=g-import-not-at-top
-import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+from torch import distributions as td
+import torch.nn.functional as F
 
-import vae_jax  # pylint: disable=g-import-not-at-top
+import vae_jax
 
 # Harmless if conftest.py already did it: float64 must be available here.
 jax.config.update("jax_enable_x64", True)
@@ -177,9 +177,7 @@ def test_bce_with_logits_gradient_matches_torch_autograd(dtype):
   loss = F.binary_cross_entropy_with_logits(logits_t, _t(x), reduction="sum")
   (torch_grad,) = torch.autograd.grad(loss, logits_t)
   loss_fn = lambda l: (
-    -vae_jax.batched(  # pylint: disable=g-long-lambda
-      vae_jax.bernoulli_log_likelihood, reduction="sum"
-    )(x, l)
+    -vae_jax.batched(vae_jax.bernoulli_log_likelihood, reduction="sum")(x, l)
   )
   ours = jax.grad(loss_fn)(logits)
   # Both are sigmoid(l) - x per element; absolute tolerance for the elements
@@ -340,7 +338,7 @@ def test_continuous_bernoulli_beyond_torch_probs_clamp(dtype):
   x = rng.random(32).astype(dtype)
   x[:2] = [0.0, 1.0]
   cb = td.ContinuousBernoulli(logits=_t(logits), validate_args=False)
-  torch_norm = _np(cb._cont_bern_log_norm())  # pylint: disable=protected-access
+  torch_norm = _np(cb._cont_bern_log_norm())
   np.testing.assert_allclose(
     torch_norm, _mp_cb_log_normalizer(limit), rtol=1e-4
   )  # saturated, up to its own l-rounding
@@ -359,7 +357,7 @@ def test_continuous_bernoulli_beyond_torch_probs_clamp(dtype):
 def test_continuous_bernoulli_log_normalizer_matches_torch(dtype):
   logits = _cb_logits(dtype, 0.999 * _torch_probs_limit(dtype))[:2].ravel()
   cb = td.ContinuousBernoulli(logits=_t(logits), validate_args=False)
-  expected = _np(cb._cont_bern_log_norm())  # pylint: disable=protected-access
+  expected = _np(cb._cont_bern_log_norm())
   got = np.asarray(vae_jax.continuous_bernoulli_log_normalizer(logits))
   assert got.dtype == dtype
   error = np.abs(got.astype(np.float64) - expected)

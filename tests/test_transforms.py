@@ -6,8 +6,11 @@ import jax
 import jax.numpy as jnp
 from jax import test_util
 import numpy as np
+import pytest
 
 import vae_jax
+
+pytestmark = pytest.mark.slow
 
 SHAPE, LATENT = (4, 5), (3,)
 

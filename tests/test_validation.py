@@ -5,6 +5,7 @@ import jax
 from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import vae_jax
 
@@ -258,6 +259,7 @@ class ValueErrorTest(parameterized.TestCase):
     ):
       err.throw()
 
+  @pytest.mark.slow
   def test_checked_valid_extreme_input_has_no_error_and_no_internal_nan(self):
     x = jnp.array([0.0, 1.0, 0.5, 1.0])
     extreme = jnp.array([1e3, -1e3, 0.0, 1e-9])
@@ -345,3 +347,74 @@ class InfiniteAndBatchRuleTest(parameterized.TestCase):
       vae_jax.batched(vae_jax.negative_elbo, event_ndim=(1, 1, 2, 1))(
         x, l, z, z
       )
+
+
+class SilentCasesTest(parameterized.TestCase):
+  """Inputs that once gave NaN or broadcast silently (issue 19)."""
+
+  @parameterized.named_parameters(
+    ("example", vae_jax.optimal_sigma2, (0,)),
+    ("example_2d", vae_jax.optimal_sigma2, (3, 0)),
+    ("batch_of_none", vae_jax.optimal_sigma2_batch, (0, 4)),
+    ("batch_of_empty", vae_jax.optimal_sigma2_batch, (5, 0)),
+  )
+  def test_optimal_sigma2_of_nothing_raises_at_trace_time(self, fn, shape):
+    empty = jnp.zeros(shape)
+    message = rf"x must not be empty, got shape \({shape[0]},"
+    with self.assertRaisesRegex(ValueError, message):
+      fn(empty, empty)
+    with self.assertRaisesRegex(ValueError, message):
+      jax.jit(fn)(empty, empty)
+
+  def test_log_importance_weight_needs_one_scalar_log_likelihood(self):
+    z = jnp.zeros(2)
+    with self.assertRaisesRegex(
+      ValueError,
+      r"log_likelihood must be a scalar \(shape \[\]\), got shape \(3,\)",
+    ):
+      vae_jax.log_importance_weight(jnp.zeros(3), z, z, z)
+    with self.assertRaisesRegex(ValueError, r"log_likelihood must be a scalar"):
+      jax.jit(vae_jax.log_importance_weight)(jnp.zeros((1,)), z, z, z)
+    # One scalar, as an array or a number, is what it takes.
+    for log_lik in (jnp.float32(-2.0), -2.0):
+      weight = vae_jax.log_importance_weight(log_lik, z, z, z)
+      self.assertEqual(float(weight), -2.0)
+
+  @parameterized.parameters(np.float32, np.float64)
+  def test_kl_at_infinite_log_variance_is_its_limit(self, dtype):
+    mean = np.array([0.5, 0.0, -1.0, 2.0], dtype)
+    log_var = np.array([np.inf, -np.inf, 1e3, 0.3], dtype)
+    per_dim = vae_jax.kl_standard_normal_per_dim(mean, log_var)
+    self.assertEqual(per_dim.dtype, dtype)
+    np.testing.assert_array_equal(per_dim[:3], [np.inf] * 3)
+    finite = 0.5 * (np.expm1(0.3) - 0.3 + 4.0)
+    np.testing.assert_allclose(per_dim[3], finite, rtol=1e-6)
+    self.assertEqual(float(vae_jax.kl_standard_normal(mean, log_var)), np.inf)
+    self.assertEqual(
+      float(jax.jit(vae_jax.kl_standard_normal)(mean[:1], log_var[:1])), np.inf
+    )
+    # The slope (e^v - 1) / 2 has the same limit, and no NaN appears anywhere.
+    grad_mean, grad_log_var = jax.grad(
+      lambda m, v: jnp.sum(vae_jax.kl_standard_normal_per_dim(m, v)), (0, 1)
+    )(mean, log_var)
+    np.testing.assert_allclose(grad_mean, mean, rtol=1e-6)
+    self.assertEqual(grad_log_var[0], np.inf)
+    self.assertEqual(grad_log_var[1], -0.5)
+    self.assertEqual(grad_log_var[2], np.inf)
+    np.testing.assert_allclose(grad_log_var[3], np.expm1(0.3) / 2, rtol=1e-6)
+
+  def test_kl_at_finite_log_variance_is_unchanged_bit_for_bit(self):
+    # The formula before the +inf branch, for either side of the series.
+    from math import factorial
+
+    v = np.array([-30.0, -0.7, -0.5, -1e-3, 0.0, 0.2, 0.5, 3.0, 80.0])
+    series = np.array([1 / factorial(k + 2) for k in range(13)][::-1])
+    small = np.abs(v) < 0.5
+    v_small = np.where(small, v, 0)
+    expected = jnp.where(
+      small,
+      jnp.square(v_small) * jnp.polyval(jnp.asarray(series), v_small),
+      jnp.expm1(v) - v,
+    )
+    got = vae_jax.kl_standard_normal_per_dim(np.zeros_like(v), v)
+    np.testing.assert_array_equal(got, 0.5 * (expected + 0.0))

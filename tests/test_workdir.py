@@ -25,8 +25,10 @@ from vae_jax.train import checkpoints
 from vae_jax.train import config as config_lib
 from vae_jax.train import engine
 from vae_jax.train import logs
-from vae_jax.train import setup
+from vae_jax.train import group as group_lib
+from vae_jax.train import member as member_lib
 from vae_jax.train import training
+from vae_jax.train import workdir as workdir_lib
 
 # End to end: every test here trains models or starts processes.
 pytestmark = pytest.mark.slow
@@ -48,12 +50,8 @@ def _same(a: dict, b: dict) -> None:
 
 
 def _params(workdir, config):
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"))
-  template = setup.build_group([config], (8, 8, 1), 1497 // config.batch_size)[
-    1
-  ]
-  _, state = ckpt.restore_latest(template)
-  ckpt.close()
+  group = group_lib.Group.build([member_lib.Member(config)])
+  _, state = group.restore(workdir)
   return state.train.params
 
 
@@ -88,7 +86,7 @@ def _empty(path):
 
 @pytest.mark.parametrize("damage", [_garbage, _truncate, _empty])
 def test_a_bad_newest_checkpoint_falls_back_and_ends_the_same(
-  finished, tmp_path, capfd, damage
+  finished, tmp_path, caplog, damage
 ):
   whole, reference = finished
   workdir = str(tmp_path / "run")
@@ -96,8 +94,7 @@ def test_a_bad_newest_checkpoint_falls_back_and_ends_the_same(
   os.remove(os.path.join(workdir, "summary.json"))
   damage(os.path.join(workdir, "checkpoints", "4"))
   resumed = train(tiny_config(), workdir)
-  err = capfd.readouterr().err
-  assert "warning: checkpoint" in err and "/checkpoints/4 could not be" in err
+  assert "/checkpoints/4 could not be restored" in caplog.text
   # Kept, not deleted; epoch 4 retrained from epoch 3.
   assert os.path.isdir(os.path.join(workdir, "checkpoints.unreadable", "4"))
   _same(resumed, reference)
@@ -144,20 +141,19 @@ def test_num_epochs_may_not_change_under_a_cosine_schedule(finished, tmp_path):
   steps = np.arange(0, 14 * 8)
   np.testing.assert_array_equal(jax.vmap(a)(steps), jax.vmap(b)(steps))
   saved = tiny_config(lr_schedule="burda").to_dict()
-  assert config_lib.resume_conflicts(saved, dict(saved, num_epochs=8)) == []
+  assert workdir_lib.resume_conflicts(saved, dict(saved, num_epochs=8)) == []
 
 
 def test_fewer_epochs_than_trained_is_refused(finished):
   whole, _ = finished
   with pytest.raises(
     config_lib.ConfigError,
-    match=r"has trained 4 epochs, more than "
-    r"config.num_epochs=2",
+    match=r"has trained 4 epochs, more than num_epochs=2",
   ):
     train(tiny_config(num_epochs=2), whole)
 
 
-def test_a_failed_start_does_not_lock_its_workdir(tmp_path, capsys):
+def test_a_failed_start_does_not_lock_its_workdir(tmp_path, caplog):
   # sigma^2 = 1e-45: every loss is infinite, the run stops in epoch 1,
   # before any checkpoint. The corrected config may then start there.
   workdir = str(tmp_path / "run")
@@ -167,9 +163,9 @@ def test_a_failed_start_does_not_lock_its_workdir(tmp_path, capsys):
   good = tiny_config(
     likelihood="gaussian", protocol="continuous", sigma2=0.1, num_epochs=1
   )
-  capsys.readouterr()
+  caplog.clear()
   assert np.isfinite(train(good, workdir)["test_nll"])
-  assert "holds a config but no checkpoint" in capsys.readouterr().out
+  assert "holds a config but no checkpoint" in caplog.text
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["sigma2"] == 0.1
 
@@ -186,14 +182,13 @@ def test_non_finite_config_values_are_named(key):
     config_lib.validate(c)
 
 
-def test_a_deleted_metrics_log_is_reported(finished, tmp_path, capfd):
+def test_a_deleted_metrics_log_is_reported(finished, tmp_path, caplog):
   whole, _ = finished
   workdir = str(tmp_path / "run")
   shutil.copytree(whole, workdir)
   os.remove(os.path.join(workdir, "metrics.jsonl"))
   result = train(tiny_config(num_epochs=6), workdir)
-  err = capfd.readouterr().err
-  assert "metrics.jsonl lacks the records of epoch(s) 1-4" in err
+  assert "metrics.jsonl lacks the records of epoch(s) 1-4" in caplog.text
   assert result["timed_epochs"] == 2 and result["epochs"] == 6
   # A damaged line in the middle: skipped, with a warning, no traceback.
   path = os.path.join(workdir, "metrics.jsonl")
@@ -201,7 +196,7 @@ def test_a_deleted_metrics_log_is_reported(finished, tmp_path, capfd):
   with open(path, "w") as f:
     f.write("\n".join([lines[0], "{not json", lines[1]]) + "\n")
   assert [r["epoch"] for r in logs.read_records(path)] == [5, 6]
-  assert "line 2 is not a JSON record; skipped" in capfd.readouterr().err
+  assert "line 2 is not a JSON record; skipped" in caplog.text
 
 
 def _tiny_sweep(num_epochs):
@@ -295,7 +290,7 @@ def test_two_runs_in_one_workdir_one_is_refused_the_other_completes(tmp_path):
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1, second.stderr
     assert lines[0].startswith(
-      f"error: {workdir} is in use by process {first.pid} on "
+      f"error: --workdir: {workdir} is in use by process {first.pid} on "
     )
     _, err = first.communicate(timeout=300)
   finally:

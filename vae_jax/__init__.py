@@ -12,10 +12,11 @@ raise when inputs are concrete, and under ``jax.jit`` through :func:`checked`.
 A function cannot tell a batch from one example of the batch's shape (it sums
 over every axis): ``batched(fn, event_ndim=k)`` vmaps and checks the rank.
 
-:data:`DECODERS` (:mod:`vae_jax.decoders`) is the registry of decoder
-likelihoods the training stack reads: each entry's per-example
-log-likelihood of logits, its mean image, whether it is a density, whether
-sigma^2 enters.
+:data:`DECODERS` (:mod:`vae_jax.decoders`) is the one registry of decoder
+likelihoods, read by :func:`negative_elbo` (``likelihood="<name>"``) and the
+training stack: each entry's decoder output, its per-example log-likelihood
+of that output, its mean image, whether it is a density, whether sigma^2
+enters.
 
 This package needs only JAX and NumPy. Training VAEs is the subpackage
 :mod:`vae_jax.train` (``pip install "vae_jax[train]"``: Flax, optax, orbax,
@@ -38,13 +39,16 @@ from vae_jax.likelihoods import bernoulli_log_likelihood
 from vae_jax.likelihoods import bernoulli_log_likelihood_from_probs
 from vae_jax.likelihoods import continuous_bernoulli_log_likelihood
 from vae_jax.likelihoods import continuous_bernoulli_log_normalizer
+from vae_jax.likelihoods import discretized_logistic_log_likelihood
+from vae_jax.likelihoods import discretized_logistic_mixture_log_likelihood
 from vae_jax.likelihoods import gaussian_log_likelihood
+from vae_jax.likelihoods import laplace_log_likelihood
 from vae_jax.likelihoods import optimal_sigma2
 from vae_jax.likelihoods import optimal_sigma2_batch
-from vae_jax.objectives import get_likelihood
 from vae_jax.objectives import importance_weighted_bound
-from vae_jax.objectives import LIKELIHOODS
+from vae_jax.objectives import iwae_objective
 from vae_jax.objectives import log_importance_weight
+from vae_jax.objectives import multi_sample_elbo
 from vae_jax.objectives import negative_elbo
 from vae_jax.objectives import rate_and_distortion
 from vae_jax.reductions import batched
@@ -53,7 +57,6 @@ from vae_jax.units import nats_to_bits_per_dim
 __all__ = [
   "DECODERS",
   "Decoder",
-  "LIKELIHOODS",
   "batched",
   "bernoulli_log_likelihood",
   "bernoulli_log_likelihood_from_probs",
@@ -61,13 +64,17 @@ __all__ = [
   "continuous_bernoulli_log_likelihood",
   "continuous_bernoulli_log_normalizer",
   "diagonal_gaussian_log_density",
+  "discretized_logistic_log_likelihood",
+  "discretized_logistic_mixture_log_likelihood",
   "gaussian_log_likelihood",
-  "get_likelihood",
   "importance_weighted_bound",
+  "iwae_objective",
   "kl_monte_carlo",
   "kl_standard_normal",
   "kl_standard_normal_per_dim",
+  "laplace_log_likelihood",
   "log_importance_weight",
+  "multi_sample_elbo",
   "nats_to_bits_per_dim",
   "negative_elbo",
   "optimal_sigma2",

@@ -17,6 +17,7 @@ import numpy as np
 from jax.experimental import checkify
 
 Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
 
 
 def float_array(name: str, value: Any, *, scalar_ok: bool = False) -> Any:
@@ -60,7 +61,7 @@ def same_shape(*named: tuple[str, Array]) -> None:
 
 
 def broadcastable_to(
-  name: str, value: Array, target_name: str, target: Array
+  name: str, value: ArrayLike, target_name: str, target: Array
 ) -> None:
   """Raises unless ``value`` broadcasts to ``target.shape`` without growing it."""
   try:
@@ -74,6 +75,20 @@ def broadcastable_to(
     )
 
 
+def scalar(name: str, value: Any) -> None:
+  """Raises unless ``value`` has shape ``[]`` (one number, not a vector)."""
+  if jnp.shape(value) != ():
+    raise ValueError(
+      f"{name} must be a scalar (shape []), got shape {jnp.shape(value)}."
+    )
+
+
+def not_empty(name: str, value: Array) -> None:
+  """Raises if ``value`` has no elements (its size is known at trace time)."""
+  if value.size == 0:
+    raise ValueError(f"{name} must not be empty, got shape {value.shape}.")
+
+
 def at_least_rank(name: str, value: Array, rank: int) -> None:
   if value.ndim < rank:
     raise ValueError(
@@ -82,7 +97,7 @@ def at_least_rank(name: str, value: Array, rank: int) -> None:
 
 
 def values(
-  name: str, value: Array, ok: Callable[[Array], Array], requirement: str
+  name: str, value: ArrayLike, ok: Callable[[Any], Any], requirement: str
 ) -> None:
   """Checks ``ok(value)`` holds elementwise; ``requirement`` reads "must ...".
 
@@ -105,28 +120,80 @@ def values(
     )
 
 
-def unit_interval(name: str, value: Array) -> None:
+def unit_interval(name: str, value: ArrayLike) -> None:
   values(name, value, lambda v: (v >= 0) & (v <= 1), "lie in [0, 1] (no NaN)")
 
 
-def not_nan(name: str, value: Array) -> None:
+def not_nan(name: str, value: ArrayLike) -> None:
   values(name, value, lambda v: v == v, "not contain NaN")  # NaN != NaN
 
 
-def positive(name: str, value: Array) -> None:
+def positive(name: str, value: ArrayLike) -> None:
   values(name, value, lambda v: v > 0, "be > 0 (no NaN)")
 
 
-def positive_finite(name: str, value: Array) -> None:
+def positive_finite(name: str, value: ArrayLike) -> None:
   values(name, value, lambda v: (v > 0) & (v < np.inf), "be finite and > 0")
 
 
-def non_negative_finite(name: str, value: Array) -> None:
+def non_negative_finite(name: str, value: ArrayLike) -> None:
   values(name, value, lambda v: (v >= 0) & (v < np.inf), "be finite and >= 0")
 
 
-def not_infinite(name: str, value: Array) -> None:
+def not_infinite(name: str, value: ArrayLike) -> None:
   values(name, value, lambda v: ~(abs(v) == np.inf), "not be +-inf")
+
+
+def finite(name: str, value: ArrayLike) -> None:
+  values(name, value, lambda v: abs(v) < np.inf, "be finite (no NaN or +-inf)")
+
+
+def on_grid(name: str, value: Array, levels: int) -> None:
+  """Checks every value is k / (levels - 1) for an integer k, up to rounding.
+
+  The tolerance, 4 eps (levels - 1) in units of one level, covers rounding
+  k / (levels - 1) and this check in the value's dtype; in half precision it
+  admits anything (256 levels need more than its 8 or 11 significant bits).
+  """
+  n = levels - 1
+  tol = 4 * float(jnp.finfo(value.dtype).eps) * n
+  values(
+    name,
+    value,
+    lambda v: abs((v * n + 0.5) % 1 - 0.5) <= tol,
+    f"lie on the grid k / {n} for integers k (levels = {levels})",
+  )
+
+
+def integer(name: str, value: Any, *, at_least: int) -> int:
+  """Returns ``value`` as an int if it is an integer >= ``at_least``, or raises naming ``name``.
+
+  Python and NumPy integers only: the value is static, never traced.
+  """
+  if isinstance(value, (bool, np.bool_)) or not isinstance(
+    value, (int, np.integer)
+  ):
+    raise TypeError(
+      f"{name} must be a Python int (static under jax.jit), got"
+      f" {type(value).__name__} {value!r}."
+    )
+  if value < at_least:
+    raise ValueError(f"{name} must be an int >= {at_least}, got {value}.")
+  return int(value)
+
+
+def with_trailing_axis(
+  name: str, value: Array, target_name: str, target: Array
+) -> None:
+  """Raises unless ``value`` has the shape of ``target`` plus one axis of size >= 1."""
+  if value.shape[:-1] != target.shape or value.ndim != target.ndim + 1:
+    raise ValueError(
+      f"{name} has shape {value.shape}, but {target_name} has shape"
+      f" {target.shape}: it needs that shape plus one trailing axis, e.g."
+      f" {(*target.shape, 5)}."
+    )
+  if value.shape[-1] < 1:
+    raise ValueError(f"{name} has an empty trailing axis: {value.shape}.")
 
 
 # Set while `checked` traces a function: every value check is then staged,
@@ -150,6 +217,16 @@ def checked(
     fn: any function built from this package's public functions.
     errors: which checkify errors to enforce; add ``checkify.nan_checks`` to
       also catch a NaN produced anywhere inside ``fn``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, vae_jax
+    >>> fn = jax.jit(vae_jax.checked(vae_jax.bernoulli_log_likelihood))
+    >>> err, ll = fn(jnp.array([0.5, 2.0]), jnp.zeros(2))
+    >>> err.get().split(' (')[0]
+    'x must lie in [0, 1]'
+    >>> err, ll = fn(jnp.array([0.5, 1.0]), jnp.zeros(2))
+    >>> err.get() is None, round(float(ll), 4)
+    (True, -1.3863)
   """
 
   @functools.wraps(fn)

@@ -46,7 +46,13 @@ def _expm1_minus_identity(v: Array) -> Array:
   series = jnp.square(v_small) * jnp.polyval(
     jnp.asarray(_EXPM1_MINUS_V_SERIES, v.dtype), v_small
   )
-  return jnp.where(small, series, jnp.expm1(v) - v)
+  # At v = +inf, expm1(v) - v is inf - inf; the limit of value and slope is
+  # +inf, which exp gives. Double where: no 0 * inf in either gradient.
+  infinite = v == jnp.inf
+  v_finite = jnp.where(infinite, 0, v)
+  limit = jnp.exp(jnp.where(infinite, v, 0))
+  large = jnp.where(infinite, limit, jnp.expm1(v_finite) - v_finite)
+  return jnp.where(small, series, large)
 
 
 def kl_standard_normal_per_dim(mean: Array, log_variance: Array) -> Array:
@@ -54,7 +60,7 @@ def kl_standard_normal_per_dim(mean: Array, log_variance: Array) -> Array:
 
   exp(v) - 1 - v is computed without cancellation near v = 0 (a series
   there, ``expm1(v) - v`` elsewhere), so nearly inactive units keep their
-  small KL to full relative precision.
+  small KL to full relative precision. At v = +-inf it is the limit, +inf.
 
   Args:
     mean: posterior means, any shape.
@@ -63,6 +69,13 @@ def kl_standard_normal_per_dim(mean: Array, log_variance: Array) -> Array:
   Returns:
     KL per latent dimension, same shape, in nats (>= 0). Used for free bits
     and for counting active units.
+
+  Example:
+    >>> import jax.numpy as jnp, vae_jax
+    >>> mean, log_variance = jnp.array([0.0, 1.0]), jnp.zeros(2)
+    >>> kl = vae_jax.kl_standard_normal_per_dim(mean, log_variance)
+    >>> [round(float(k), 4) for k in kl]
+    [0.0, 0.5]
   """
   mean, log_variance = _posterior(mean, log_variance)
   return 0.5 * (_expm1_minus_identity(log_variance) + jnp.square(mean))
@@ -79,12 +92,25 @@ def kl_standard_normal(mean: Array, log_variance: Array) -> Array:
 
   Returns:
     Scalar KL in nats (>= 0).
+
+  Example:
+    >>> import jax.numpy as jnp, vae_jax
+    >>> mean = jnp.array([1.0, 0.0])
+    >>> log_variance = jnp.log(jnp.array([1.0, 2.0]))  # variances 1 and 2
+    >>> round(float(vae_jax.kl_standard_normal(mean, log_variance)), 4)
+    0.6534
   """
   return sum_over_data(kl_standard_normal_per_dim(mean, log_variance))
 
 
 def standard_normal_log_density(z: Array) -> Array:
-  """log N(z; 0, I) = -(1/2) sum_j (z_j^2 + log 2 pi), a scalar in nats."""
+  """log N(z; 0, I) = -(1/2) sum_j (z_j^2 + log 2 pi), a scalar in nats.
+
+  Example:
+    >>> import jax.numpy as jnp, vae_jax
+    >>> round(float(vae_jax.standard_normal_log_density(jnp.zeros(2))), 4)
+    -1.8379
+  """
   z = checks.float_array("z", z)
   checks.not_nan("z", z)
   return -0.5 * sum_over_data(jnp.square(z) + _LOG_2PI)
@@ -104,6 +130,14 @@ def diagonal_gaussian_log_density(
 
   Returns:
     Scalar log-density in nats.
+
+  Example:
+    >>> import jax.numpy as jnp, vae_jax
+    >>> z, mean = jnp.array([1.0, 0.0]), jnp.zeros(2)
+    >>> log_variance = jnp.zeros(2)
+    >>> log_q = vae_jax.diagonal_gaussian_log_density(z, mean, log_variance)
+    >>> round(float(log_q), 4)
+    -2.3379
   """
   mean, log_variance = _posterior(mean, log_variance)
   z = _sample(z, mean)
@@ -125,6 +159,12 @@ def kl_monte_carlo(z: Array, mean: Array, log_variance: Array) -> Array:
 
   Returns:
     Scalar estimate in nats (can be negative for one sample).
+
+  Example:
+    >>> import jax.numpy as jnp, vae_jax
+    >>> z = mean = jnp.array([1.0, 0.0])
+    >>> round(float(vae_jax.kl_monte_carlo(z, mean, jnp.zeros(2))), 4)
+    0.5
   """
   return diagonal_gaussian_log_density(
     z, mean, log_variance

@@ -28,9 +28,9 @@ import ml_collections
 import numpy as np
 
 from vae_jax.sweep import members as members_lib
-from vae_jax.train import config as config_lib
 from vae_jax.train import engine
 from vae_jax.train import files
+from vae_jax.train import group as group_lib
 from vae_jax.train import program
 from vae_jax.train import results
 from vae_jax.train import workdir as workdir_lib
@@ -44,37 +44,34 @@ def run(
   writer = jax.process_index() == 0
   workdir = workdir_lib.prepare(workdir)
   with workdir_lib.locked(workdir, enabled=writer):
-    config_lib.check_resumable(
+    workdir_lib.check_resumable(
       workdir, config.to_dict(), members_lib.resume_conflicts, what="sweep"
     )
     if writer:
       files.write_json(os.path.join(workdir, "config.json"), config.to_dict())
     out = []
-    member_configs = members_lib.members(config)
     mesh = program.make_mesh()
-    for g, indices in enumerate(members_lib.groups(member_configs)):
-      group_dir = os.path.join(workdir, "groups", f"{g:03d}")
+    for g, group_members in enumerate(
+      members_lib.groups(members_lib.members(config))
+    ):
+      group_dir = group_lib.directory(workdir, g)
       done = _finished(group_dir, config.base.num_epochs)
       if done is not None:
         out.extend(done)
         continue
-      configs = [member_configs[i] for i in indices]
+      group = group_lib.Group.build(group_members, mesh=mesh, index=g)
       group_results = engine.run_group(
-        configs,
-        group_dir,
-        names=[members_lib.name(c, config) for c in configs],
-        axes=[members_lib.axis_values(c, config) for c in configs],
-        members=indices,
-        group=g,
-        mesh=mesh,
-        writer=writer,
-        figures=config.member_figures,
-        label=f"group {g} ({len(indices)} members)",
-        config_prefix="config.base",
+        group,
+        workdir,
+        engine.Policy(
+          writer=writer,
+          figures=config.member_figures,
+          label=f"group {g} ({group.size} members)",
+        ),
       )
       if writer:
         files.write_json(
-          os.path.join(group_dir, "results.json"),
+          os.path.join(group_dir, group_lib.RESULTS),
           [r.to_dict() for r in group_results],
         )
       out.extend(group_results)
@@ -89,7 +86,7 @@ def _finished(group_dir: str, num_epochs: int) -> list[results.Result] | None:
   if it must (still, or further) train: a group resumed with more epochs
   trains on from its last checkpoint, and one resumed with fewer is refused
   by the engine."""
-  path = os.path.join(group_dir, "results.json")
+  path = os.path.join(group_dir, group_lib.RESULTS)
   if not os.path.exists(path):
     return None
   with open(path) as f:
@@ -126,7 +123,8 @@ def figures(directory: str, rows: list[results.Result]) -> None:
   """The rate-distortion plane of all members and, where the sweep has
   Gaussian members with a fixed sigma^2, the beta x sigma^2 heatmaps of rate
   and squared error (means over seeds; diverged members left out)."""
-  from vae_jax.train import plots  # pylint: disable=g-import-not-at-top  (~1 s)
+  # Imported here: matplotlib takes a second to import.
+  from vae_jax.train import plots
 
   plots.rate_distortion(
     os.path.join(directory, "rate_distortion.png"),

@@ -1,5 +1,9 @@
 """A sweep as data: its config, its members and the groups that share a program.
 
+This is where a sweep's members are made (:func:`members`): one
+:class:`~vae_jax.train.member.Member` per model, with its config, name, axis
+values and index; nothing else names or numbers them.
+
 A sweep config has three keys and one switch: ``base`` (a full training
 config), ``axes`` (training key -> tuple of values), ``mode`` (``grid``: every
 combination; ``zip``: the i-th values together) and ``member_figures``
@@ -14,7 +18,10 @@ import math
 
 import ml_collections
 
+from vae_jax import decoders
 from vae_jax.train import config as config_lib
+from vae_jax.train import member as member_lib
+from vae_jax.train import workdir as workdir_lib
 
 # Config keys that only change numbers inside one program: members that
 # differ in these alone share a group.
@@ -75,28 +82,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"{lengths}"
       )
   config_lib.validate(config.base)
-  for i, member in enumerate(members(config)):
+  for member in members(config):
     try:
-      config_lib.validate(member)
+      config_lib.validate(member.config)
     except config_lib.ConfigError as e:
       raise config_lib.ConfigError(
-        f"sweep member {i} ({describe(member, config)}): {e}"
+        f"sweep member {member.index} ({describe(member.config, config)}): {e}"
       ) from None
 
 
-def members(
-  config: ml_collections.ConfigDict,
-) -> list[ml_collections.ConfigDict]:
-  """The training configs of a sweep, in a fixed order.
+def members(config: ml_collections.ConfigDict) -> list[member_lib.Member]:
+  """The members of a sweep, in a fixed order, each with its training
+  config, name (:func:`name`), axis values and index.
 
   ``grid``: every combination of the axes, taken in alphabetical order (as
   a ConfigDict lists its keys; the last varies fastest);
   ``zip``: the i-th value of every axis (length-1 axes broadcast). sigma2
-  only matters to a Gaussian decoder, so members with another likelihood
-  keep the base sigma2 and duplicates are removed.
+  only matters to a decoder with a scale (the Gaussian, the Laplace), so
+  members with another likelihood keep the base sigma2 and duplicates are
+  removed.
   """
-  names = list(config.axes.keys())
-  values = [tuple(config.axes[k]) for k in names]
+  keys = list(config.axes.keys())
+  values = [tuple(config.axes[k]) for k in keys]
   if config.mode == "grid":
     combos = list(itertools.product(*values))
   else:
@@ -104,23 +111,33 @@ def members(
     combos = [
       tuple(v[i] if len(v) > 1 else v[0] for v in values) for i in range(n)
     ]
-  out, seen = [], set()
+  out: list[member_lib.Member] = []
+  seen: set[str] = set()
   for combo in combos or [()]:
     member = ml_collections.ConfigDict(config.base.to_dict())
-    for name, value in zip(names, combo):
-      member[name] = value
-    if member.likelihood != "gaussian":
+    for key, value in zip(keys, combo):
+      member[key] = value
+    decoder = decoders.DECODERS.get(member.likelihood)  # checked later
+    if decoder is None or not decoder.uses_sigma2:
       member.sigma2 = config.base.sigma2
     fingerprint = repr(sorted(member.to_dict().items()))
     if fingerprint not in seen:
       seen.add(fingerprint)
-      out.append(member)
+      out.append(
+        member_lib.Member(
+          config=member,
+          name=name(member, config),
+          axes=axis_values(member, config),
+          index=len(out),
+        )
+      )
   return out
 
 
 def resume_conflicts(saved: dict, config: dict) -> list[str]:
   """What a resumed sweep may not change: its axes, its mode, and the base
-  keys :func:`vae_jax.config.resume_conflicts` guards (as ``"base.<key>"``)."""
+  keys :func:`vae_jax.train.workdir.resume_conflicts` guards (as
+  ``"base.<key>"``)."""
   keys = [
     k
     for k in ("axes", "mode")
@@ -128,7 +145,7 @@ def resume_conflicts(saved: dict, config: dict) -> list[str]:
   ]
   return keys + [
     f"base.{k}"
-    for k in config_lib.resume_conflicts(
+    for k in workdir_lib.resume_conflicts(
       saved.get("base", {}), config.get("base", {})
     )
   ]
@@ -168,13 +185,17 @@ def _plain(value):
   return list(value) if isinstance(value, tuple) else value
 
 
-def groups(member_configs: list) -> list[list[int]]:
-  """Indices of the members that can share one program, in first-seen
-  order: members whose configs agree on every key outside :data:`VMAPPED`."""
-  found: dict[str, list[int]] = {}
-  for i, member in enumerate(member_configs):
-    shared = {k: v for k, v in member.to_dict().items() if k not in VMAPPED}
-    found.setdefault(repr(sorted(shared.items())), []).append(i)
+def groups(
+  sweep_members: list[member_lib.Member],
+) -> list[list[member_lib.Member]]:
+  """The members that can share one program, in first-seen order: members
+  whose configs agree on every key outside :data:`VMAPPED`."""
+  found: dict[str, list[member_lib.Member]] = {}
+  for member in sweep_members:
+    shared = {
+      k: v for k, v in member.config.to_dict().items() if k not in VMAPPED
+    }
+    found.setdefault(repr(sorted(shared.items())), []).append(member)
   return list(found.values())
 
 

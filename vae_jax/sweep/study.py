@@ -22,10 +22,10 @@ import numpy as np
 from vae_jax import sweep
 from vae_jax.train import checkpoints
 from vae_jax.train import config as config_lib
-from vae_jax.train import data
+from vae_jax.train import group as group_lib
+from vae_jax.train import member as member_lib
 from vae_jax.train import program
 from vae_jax.train import results
-from vae_jax.train import setup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +86,32 @@ ARMS = {
     "sigma-VAE (Rybkin et al., 2021): each batch's sigma^2 is its own "
     "maximum-likelihood value, the batch's mean squared error; at test the "
     "training set's.",
+  ),
+  "laplace_learned": Arm(
+    "Laplace, learned shared b",
+    dict(protocol="continuous", likelihood="laplace", sigma2_mode="learned"),
+    "The likelihood behind the L1 loss, -|x - m| / b - log 2b per pixel, "
+    "its location sigmoid(logits) and one scale b for all pixels trained "
+    "with the rest (the sigma^2 keys carry b: started at sigma2, floored at "
+    "min_sigma2): a density on the dequantized grey levels, like the "
+    "Gaussians.",
+  ),
+  "discretized_logistic": Arm(
+    "discretized logistic",
+    dict(protocol="levels", likelihood="discretized_logistic"),
+    "A logistic per pixel, its location and log-scale from the decoder, "
+    "binned onto the 256 grey levels with the first and last bins open "
+    "(Salimans et al., 2017). It sees the levels themselves, k / 255, no "
+    "noise: a probability mass on them, so its NLL is the exact discrete "
+    "one, on the scale the dequantized densities bound.",
+  ),
+  "discretized_logistic_mixture": Arm(
+    "mixture of discretized logistics",
+    dict(protocol="levels", likelihood="discretized_logistic_mixture"),
+    "Per pixel a mixture of mixture_components discretized logistics, "
+    "the PixelCNN++ likelihood (Salimans et al., 2017; here without its "
+    "coupling of RGB channels) that NVAE and VDVAE decode with: an exact "
+    "discrete NLL like the row above.",
   ),
 }
 STUDY_KEYS = frozenset({"base", "seeds", "fixed_sigma2", "arms"})
@@ -156,7 +182,7 @@ def run(
 
 
 @dataclasses.dataclass(frozen=True)
-class Member:
+class Decoded:
   """What :func:`decoded` measures of one trained member."""
 
   pixel_mse: float  # mean over test images and pixels of (E[x|z] - x)^2
@@ -167,7 +193,7 @@ class Member:
 
 def decoded(
   config: ml_collections.ConfigDict, name: str, workdir: str, count: int = 8
-) -> list[Member]:
+) -> list[Decoded]:
   """Restores every trained member of an arm from its last checkpoint and
   decodes the test set: the pixel error of its posterior-mean
   reconstructions and ``count`` reconstructions and prior samples.
@@ -175,46 +201,30 @@ def decoded(
   Prior samples use each member's evaluation key (its seed), so members of
   one seed decode the same z in every arm.
   """
-  configs = sweep.members(arm_sweep(config, name))
-  out = [None] * len(configs)
+  arm_members = sweep.members(arm_sweep(config, name))
+  out: list[Decoded | None] = [None] * len(arm_members)
   mesh = program.make_mesh()
-  for g, indices in enumerate(sweep.groups(configs)):
-    group = [configs[i] for i in indices]
-    first = group[0]
-    dataset = data.load(first.source, first.protocol)
-    steps = setup.steps_per_epoch(first, len(dataset.train))
-    padded = group + [first] * (
-      program.padded_size(len(group), mesh.size) - len(group)
-    )
-    head, state, _, _ = setup.placed_group(padded, dataset, mesh, steps)
-    ckpt = checkpoints.Checkpointer(
-      os.path.join(
-        arm_workdir(workdir, name), "groups", f"{g:03d}", "checkpoints"
-      )
-    )
-    try:
-      epoch, state = ckpt.restore_latest(state)
-    finally:
-      ckpt.close()
+  for g, group_members in enumerate(sweep.groups(arm_members)):
+    group = group_lib.Group.build(group_members, mesh=mesh, index=g)
+    epoch, state = group.restore(arm_workdir(workdir, name))
     if epoch == 0:
       raise checkpoints.CheckpointError(
         f"study arm {name}: group {g} has no checkpoint to decode"
       )
     params = program.gather(state.train.params)
-    images = data.evaluation_images(dataset, first.eval_seed)
-    for j, (i, member_config) in enumerate(zip(indices, group)):
-      out[i] = _decode(
-        head.graphdef,
-        program.member(params, j),
-        images,
-        setup.evaluation_key(member_config),
-        member_config.latent_dim,
+    for j, member in enumerate(group.members):
+      out[member.index] = _decode(
+        group.parts.graphdef,
+        program.take(params, j),
+        group.test_images,
+        member_lib.evaluation_key(member.config),
+        member.config.latent_dim,
         count,
       )
-  return out
+  return out  # type: ignore[return-value]
 
 
-def _decode(graphdef, params, images, key, latent_dim, count) -> Member:
+def _decode(graphdef, params, images, key, latent_dim, count) -> Decoded:
   model = nnx.merge(graphdef, params)
 
   @jax.jit
@@ -230,7 +240,7 @@ def _decode(graphdef, params, images, key, latent_dim, count) -> Member:
   )
   z = jax.random.normal(key, (count, latent_dim), np.float32)
   samples = np.asarray(model.mean_image(model.decode(z)))
-  return Member(
+  return Decoded(
     pixel_mse=float(np.mean((recon.astype(np.float64) - images) ** 2)),
     inputs=images[:count],
     reconstructions=recon[:count],
@@ -246,13 +256,13 @@ class Cell:
   label: str
   sigma2: float | None  # the fixed arm's value; None elsewhere
   results: list  # the seeds' Results
-  members: list  # their Members (decoded), same order
+  decoded: list  # their Decoded, same order
 
 
 def cells(
   config: ml_collections.ConfigDict,
   by_arm: dict[str, list[results.Result]],
-  decoded_by_arm: dict[str, list[Member]],
+  decoded_by_arm: dict[str, list[Decoded]],
 ) -> list[Cell]:
   """The table's rows in order: each arm, the fixed Gaussian once per
   sigma^2 (ascending)."""
@@ -263,7 +273,7 @@ def cells(
     if name != "gaussian_fixed":
       out.append(Cell(name, arm.label, None, rows, decoded_rows))
       continue
-    for s in sorted({r.sigma2 for r in rows}):
+    for s in sorted({r.sigma2 for r in rows if r.sigma2 is not None}):
       pick = [i for i, r in enumerate(rows) if r.sigma2 == s]
       out.append(
         Cell(
@@ -302,7 +312,7 @@ COLUMNS = (
   ("-ELBO (nats)", lambda r, m: None if r.test_elbo is None else -r.test_elbo),
   ("rate (nats)", lambda r, m: r.test_rate),
   ("distortion (nats)", lambda r, m: r.test_distortion),
-  ("pixel MSE", lambda r, m: m.pixel_mse),
+  ("pixel MSE", lambda r, d: d.pixel_mse),
   ("active units", lambda r, m: r.active_units),
   ("sigma^2 at test", lambda r, m: r.eval_sigma2),
 )
@@ -310,7 +320,7 @@ COLUMNS = (
 
 def statistics(cell: Cell) -> dict[str, Stat]:
   """Each column's :class:`Stat` over the cell's non-diverged seeds."""
-  alive = [(r, m) for r, m in zip(cell.results, cell.members) if not r.diverged]
+  alive = [(r, d) for r, d in zip(cell.results, cell.decoded) if not r.diverged]
   return {
-    column: stat(read(r, m) for r, m in alive) for column, read in COLUMNS
+    column: stat(read(r, d) for r, d in alive) for column, read in COLUMNS
   }

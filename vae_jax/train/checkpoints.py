@@ -13,13 +13,14 @@ files).
 import contextlib
 import os
 import signal
-import sys
 import threading
 import time
+from typing import Any
 
+from absl import logging
 import jax
 
-from vae_jax.train import keys
+from vae_jax import prng
 
 
 class Checkpointer:
@@ -37,11 +38,11 @@ class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
     self._max_to_keep = max_to_keep
-    self._manager = None
+    self._manager: Any = None  # an orbax CheckpointManager, once opened
 
   def _open(self):
-    # orbax costs ~0.5 s of imports: a fresh run pays it at its first save,
-    # not before its first epoch.
+    # orbax is slow to import: a fresh run pays it at its first save, not
+    # before its first epoch.
     if self._manager is None:
       ocp = _orbax()
       options = ocp.CheckpointManagerOptions(
@@ -85,7 +86,7 @@ class Checkpointer:
     A checkpoint that fails to restore (garbage bytes, truncated files, an
     emptied folder) is moved aside to ``<directory>.unreadable/<epoch>`` (kept,
     not deleted; by process 0 alone), a warning naming it and the reason is
-    printed, and the next older one is tried.
+    logged, and the next older one is tried.
 
     Raises:
       CheckpointError: checkpoints exist but none restores.
@@ -96,17 +97,15 @@ class Checkpointer:
     for epoch in sorted(self._open().all_steps(), reverse=True):
       try:
         return epoch, self.restore(epoch, template)
-      except Exception as e:  # pylint: disable=broad-except  # any bad data
+      except Exception as e:  # any bad data
         reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         failed.append(epoch)
         moved = self._move_aside(epoch)
-        print(
-          f"warning: checkpoint {os.path.join(self.directory, str(epoch))} "
-          f"could not be restored ({reason}); "
-          + (f"moved to {moved}; " if moved else "")
-          + "trying the previous one",
-          file=sys.stderr,
-          flush=True,
+        logging.warning(
+          "checkpoint %s could not be restored (%s); %strying the previous one",
+          os.path.join(self.directory, str(epoch)),
+          reason,
+          f"moved to {moved}; " if moved else "",
         )
     raise CheckpointError(
       f"no checkpoint in {self.directory} could be restored (epochs "
@@ -158,7 +157,7 @@ def _interrupt_after():
 
 
 def _orbax():
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp
 
   return ocp
 
@@ -171,7 +170,7 @@ def _to_saveable(state):
   # NamedTuples become dicts of their fields, typed PRNG keys raw uint32 data.
   if _is_namedtuple(state):
     return {f: _to_saveable(getattr(state, f)) for f in state._fields}
-  return jax.random.key_data(state) if keys.is_prng_key(state) else state
+  return jax.random.key_data(state) if prng.is_key(state) else state
 
 
 def _from_saved(saved, template):
@@ -181,6 +180,4 @@ def _from_saved(saved, template):
         f: _from_saved(saved[f], getattr(template, f)) for f in template._fields
       }
     )
-  return (
-    jax.random.wrap_key_data(saved) if keys.is_prng_key(template) else saved
-  )
+  return jax.random.wrap_key_data(saved) if prng.is_key(template) else saved

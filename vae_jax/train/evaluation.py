@@ -40,12 +40,12 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from vae_jax import checks
 from vae_jax import divergences
 from vae_jax import objectives
 from vae_jax import units
+from vae_jax.train import progress as progress_lib
 
 Array = jax.Array
 Encoder = Callable[[Array], tuple[Array, Array]]
@@ -248,7 +248,7 @@ def iwae_log_likelihood(
 
 
 def active_units(
-  means: Array, threshold: float = 0.01
+  means: np.ndarray | Array, threshold: float = 0.01
 ) -> tuple[int, np.ndarray]:
   """Counts active latent dimensions (Burda et al., 2016).
 
@@ -264,12 +264,12 @@ def active_units(
     ``(count, variance)``: the number of active dimensions (a Python int) and
     A_u, shape ``[L]``.
   """
-  means = np.asarray(means, np.float64)
-  if means.ndim != 2 or means.shape[0] < 1:
+  values = np.asarray(means, np.float64)
+  if values.ndim != 2 or values.shape[0] < 1:
     raise ValueError(
-      f"means must have shape [N, L] with N >= 1, got {means.shape}."
+      f"means must have shape [N, L] with N >= 1, got {values.shape}."
     )
-  variance = np.var(means, axis=0)
+  variance = np.var(values, axis=0)
   return int(np.sum(variance > threshold)), variance
 
 
@@ -346,7 +346,7 @@ def evaluate(
     bits_offset_nats_per_dim: added per dimension to the NLL before the
       conversion: log(levels) (log 256 for 8-bit data) for a continuous
       density on dequantised data, 0 for discrete likelihoods.
-    progress: show a progress bar over batches.
+    progress: show the progress over batches (:func:`over_batches`).
 
   Returns:
     A JSON-serialisable dict: ``"elbo"``, ``"rate"``, ``"distortion"``,
@@ -373,27 +373,56 @@ def evaluate(
       chunk_size=chunk_size,
     )
   )
-  outputs = []
   padded = padded_rows(images, batch_size)
-  for start in tqdm.trange(
-    0,
+  per_example = over_batches(
+    lambda start: batch_fn(
+      padded[start : start + batch_size], key, np.uint32(start)
+    ),
     num_examples,
     batch_size,
-    disable=not progress,
-    desc="evaluate",
-    unit="batch",
-  ):
-    # Fetched per batch so that the progress bar tracks finished work.
-    outputs.append(
-      jax.device_get(
-        batch_fn(padded[start : start + batch_size], key, np.uint32(start))
-      )
+    progress=progress,
+  )
+  return summarize(per_example, num_samples, num_dims, bits_offset_nats_per_dim)
+
+
+def over_batches(
+  batch_fn: Callable[[int], dict],
+  num_examples: int,
+  batch_size: int,
+  *,
+  axis: int = 0,
+  progress: bool = False,
+) -> dict[str, np.ndarray]:
+  """Every batch of an evaluation set through ``batch_fn``, joined.
+
+  Args:
+    batch_fn: ``start -> {name: [..., batch_size, ...]}``, the per-example
+      terms of rows ``start .. start + batch_size`` (e.g.
+      :func:`evaluate_batch` of a padded set, see :func:`padded_rows`).
+    num_examples: N, the rows of the set.
+    batch_size: rows per call.
+    axis: the example axis of ``batch_fn``'s outputs (1 for outputs with a
+      leading member axis ``[K, B, ...]``).
+    progress: a bar on a terminal, one line with the time taken elsewhere.
+
+  Returns:
+    ``{name: [..., N, ...]}`` host arrays, the padding rows dropped.
+  """
+  outputs = [
+    # Fetched per batch, so that the progress tracks finished work.
+    jax.device_get(batch_fn(start))
+    for start in progress_lib.batches(
+      range(0, num_examples, batch_size), "evaluate", progress
     )
-  per_example = {
-    name: np.concatenate([o[name] for o in outputs])[:num_examples]
+  ]
+  return {
+    name: np.take(
+      np.concatenate([o[name] for o in outputs], axis=axis),
+      np.arange(num_examples),
+      axis=axis,
+    )
     for name in outputs[0]
   }
-  return summarize(per_example, num_samples, num_dims, bits_offset_nats_per_dim)
 
 
 def padded_rows(values, batch_size: int):

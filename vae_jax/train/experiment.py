@@ -18,6 +18,8 @@ import ml_collections
 from vae_jax.train import config as config_lib
 from vae_jax.train import engine
 from vae_jax.train import files
+from vae_jax.train import group as group_lib
+from vae_jax.train import member as member_lib
 from vae_jax.train import results
 from vae_jax.train import workdir as workdir_lib
 
@@ -39,10 +41,11 @@ def train_and_evaluate(
   config_lib.validate(config)
   workdir = workdir_lib.prepare(workdir)
   with workdir_lib.locked(workdir):
-    config_lib.check_resumable(workdir, config.to_dict())
+    workdir_lib.check_resumable(workdir, config.to_dict())
     files.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    group = group_lib.Group.build([member_lib.Member(config)])
     [result] = engine.run_group(
-      [config], workdir, stop_on_divergence=True, figures=True
+      group, workdir, engine.Policy(stop_on_divergence=True, figures=True)
     )
     files.write_json(os.path.join(workdir, "summary.json"), result.to_dict())
   return result

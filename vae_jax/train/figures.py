@@ -33,8 +33,8 @@ def member_figures(
     records: the member's metrics records (the curves).
     key: draws the prior samples.
   """
-  # matplotlib is ~1 s of imports: paid here, after training, not at start.
-  from vae_jax.train import plots  # pylint: disable=g-import-not-at-top
+  # matplotlib is slow to import: paid here, after training, not at start.
+  from vae_jax.train import plots
 
   m = nnx.merge(graphdef, params)
   decode = jax.jit(lambda z: m.mean_image(m.decode(z)))

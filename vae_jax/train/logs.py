@@ -12,7 +12,9 @@ that epoch twice; TensorBoard is told the same through ``purge_step``.
 
 import json
 import os
-import sys
+from typing import Any, TextIO
+
+from absl import logging
 
 from vae_jax.train import files
 
@@ -31,18 +33,18 @@ class MetricsLog:
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._writer_enabled = writer
     self.records = []
-    self._file = None
+    self._file: TextIO | None = None
     if writer:
       self.records = [
         r for r in read_records(self.path) if r["epoch"] <= last_epoch
       ]
       if gaps := missing_epochs(self.records, last_epoch):
-        print(
-          f"warning: {self.path} lacks the records of epoch(s) {gaps} "
-          f"(deleted or cut short?); train_seconds will cover only the "
-          f"logged epochs (timed_epochs in the results)",
-          file=sys.stderr,
-          flush=True,
+        logging.warning(
+          "%s lacks the records of epoch(s) %s (deleted or cut short?); "
+          "train_seconds will cover only the logged epochs (timed_epochs in "
+          "the results)",
+          self.path,
+          gaps,
         )
       files.write_text(
         self.path, "".join(json.dumps(r) + "\n" for r in self.records)
@@ -50,13 +52,13 @@ class MetricsLog:
       self._file = open(self.path, "a")
     self._tb_dir = os.path.join(workdir, "tensorboard")
     self._purge_step = last_epoch + 1
-    self._tb = {}  # opened at the first record (see _writer)
+    self._tb: dict[str | None, Any] = {}  # opened at the first record
 
   def write(self, records: list[dict]) -> None:
     """Logs one epoch: a record per member (one for a single run), each with
     an integer ``epoch`` and, in a sweep, the member's ``member`` name."""
     self.records.extend(records)
-    if not self._writer_enabled:
+    if self._file is None:  # not the writer
       return
     self._file.write("".join(json.dumps(r) + "\n" for r in records))
     self._file.flush()
@@ -86,10 +88,10 @@ class MetricsLog:
     self._writer(member).add_hparams(clean(hparams), metrics, name=".")
 
   def _writer(self, member: str | None):
-    # tensorboardX takes ~0.1 s to import, and ~1.7 s more where PyTorch is
-    # installed (it imports torch): paid after the first epoch, not before.
+    # tensorboardX is slow to import (it imports PyTorch where that is
+    # installed): paid after the first epoch, not before.
     if member not in self._tb:
-      import tensorboardX  # pylint: disable=g-import-not-at-top
+      import tensorboardX  # imported only where a log is written
 
       directory = (
         self._tb_dir
@@ -146,9 +148,7 @@ def read_records(path: str) -> list[dict]:
       records.append(record)
     except ValueError:
       if any(l.strip() for l in lines[i + 1 :]):
-        print(
-          f"warning: {path}: line {i + 1} is not a JSON record; skipped",
-          file=sys.stderr,
-          flush=True,
+        logging.warning(
+          "%s: line %d is not a JSON record; skipped", path, i + 1
         )
   return records

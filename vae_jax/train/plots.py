@@ -13,7 +13,7 @@ import tempfile
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import matplotlib.pyplot as plt
 import numpy as np
 
 _MARKERS = "osD^vPX*"
@@ -194,15 +194,19 @@ def _iso_elbo_levels(totals: np.ndarray, n: int = 5) -> np.ndarray:
     half = max(0.05 * abs(lo), 0.5)
     lo, hi = lo - half, hi + half
   exponent = math.floor(math.log10((hi - lo) / n))
-  best = None
-  for e in range(exponent - 1, exponent + 2):
-    for mantissa in (1, 2, 2.5, 5):
-      step = mantissa * 10.0**e
-      first, last = math.ceil(lo / step), math.floor(hi / step)
-      key = (abs(last - first + 1 - n), -step)
-      if best is None or key < best[0]:
-        best = key, step, first, last
-  _, step, first, last = best
+
+  def candidate(step):
+    first, last = math.ceil(lo / step), math.floor(hi / step)
+    return (abs(last - first + 1 - n), -step), step, first, last
+
+  _, step, first, last = min(
+    (
+      candidate(mantissa * 10.0**e)
+      for e in range(exponent - 1, exponent + 2)
+      for mantissa in (1, 2, 2.5, 5)
+    ),
+    key=lambda c: c[0],
+  )
   # Rounding to 12 digits drops the float noise of k * step (e.g. 0.30000004).
   return np.array([float(f"{k * step:.12g}") for k in range(first, last + 1)])
 

@@ -25,6 +25,8 @@ A member whose loss or update turns non-finite is frozen at its last finite
 state and marked dead in :class:`GroupState`; the others go on.
 """
 
+from collections.abc import Callable
+import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -35,9 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import divergences
+from vae_jax import prng
 from vae_jax.train import data
 from vae_jax.train import evaluation
-from vae_jax.train import keys
 from vae_jax.train import models
 from vae_jax.train import training
 
@@ -95,7 +97,7 @@ def place(tree, sharding):
   stay typed."""
 
   def one(leaf):
-    if keys.is_prng_key(leaf):
+    if prng.is_key(leaf):
       return jax.random.wrap_key_data(
         place(jax.random.key_data(leaf), sharding)
       )
@@ -112,7 +114,7 @@ def gather(tree):
   (a collective under ``jax.distributed``: all processes must call it)."""
 
   def one(leaf):
-    if keys.is_prng_key(leaf):
+    if prng.is_key(leaf):
       leaf = jax.random.key_data(leaf)
     if leaf.is_fully_addressable:
       return np.asarray(leaf)
@@ -126,28 +128,24 @@ def stack(trees: list) -> Any:
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
-def member(tree, m: int):
-  """Member ``m`` of a stacked pytree."""
+def take(tree, m: int):
+  """Entry ``m`` of a pytree stacked on a leading member axis."""
   return jax.tree.map(lambda leaf: leaf[m], tree)
 
 
 # --------------------------------------------------------------------------
 # Mapping a per-member function over the member axis.
 
-# Members vmapped together on CPU: measured on 2 cores (8 Gaussian members,
-# mnist5k), 2 at a time (a loop over pairs inside the program) trained 31k
-# examples/s against 26k for all 8 vmapped and 26k for 1 at a time: XLA:CPU's
-# batched matrix products are slower than plain ones, and two independent
-# products keep both cores busier than one. Accelerators vmap all members.
+# Members vmapped together on CPU, in a loop over such pairs inside the
+# program: XLA:CPU's batched matrix products are slower than plain ones, and
+# two independent products keep both cores busier than one
+# (benchmarks/RESULTS.md). Accelerators vmap all members.
 CPU_MEMBERS_AT_ONCE = 2
 
 
 # Members evaluated together on CPU: one. An evaluation's matrix products
 # are already large (a batch of images times a chunk of IWAE samples), so
-# batching members only swaps plain products for slower batched ones:
-# measured on 2 cores (3 members, 100 images, k = 1000, interleaved, 3
-# rounds), one at a time took 39-44 ms per image at k = 5000, two at a time
-# 48, all three vmapped 57-68; the same numbers (max difference 0).
+# batching members only swaps plain products for slower batched ones.
 CPU_EVAL_MEMBERS_AT_ONCE = 1
 
 
@@ -185,8 +183,8 @@ def map_members(
     batch = None if members_at_once == 1 else members_at_once
     return jax.lax.map(lambda a: fn(*a), shard_args, batch_size=batch)
 
-  if num_shards == 1:  # no vmap of size 1 around it: that batches every
-    return shard(*args)  # matrix product twice over and costs ~20% on CPU
+  if num_shards == 1:  # no vmap of size 1: it would batch every product
+    return shard(*args)
   split = lambda x: x.reshape(num_shards, -1, *x.shape[1:])
   merge = lambda x: x.reshape(-1, *x.shape[2:])
   return jax.tree.map(merge, jax.vmap(shard)(*jax.tree.map(split, args)))
@@ -231,15 +229,17 @@ def group_epoch(
   levels: int,
   num_shards: int = 1,
   members_at_once: int | None = None,
+  objective: training.Objective = training.ELBO,
 ) -> tuple[GroupState, dict]:
-  """One epoch of every member: :func:`training.train_epoch` mapped.
+  """One epoch of every member: :func:`training.train_epoch` (the guarded
+  scan) mapped.
 
   Args:
     graphdef, optimizer: the group's static model structure and optimiser.
     state: the group's GroupState (leaves ``[K, ...]``).
     raw_train: ``[N, H, W, C]`` raw levels, shared by all members.
     hparams: dict of ``[K]`` arrays (:func:`training.hyperparameters`).
-    batch_size, protocol, levels: static.
+    batch_size, protocol, levels, objective: static.
     num_shards: static; the number of devices the K members are split over
       (K must be a multiple of it).
     members_at_once: static; see :func:`map_members`.
@@ -250,11 +250,6 @@ def group_epoch(
     step turns non-finite keeps its last finite state and is marked dead
     with that step in ``diverged_step``.
   """
-
-  # One member on one shard is not vmapped (map_members): its epoch may
-  # check finiteness once and replay on failure; vmapped members check
-  # every step (a vmapped cond would run both branches).
-  alone = state.alive.shape[0] == 1 and num_shards == 1
 
   def one(train_state, alive, hp):
     return training.train_epoch(
@@ -267,7 +262,7 @@ def group_epoch(
       protocol=protocol,
       levels=levels,
       active=alive,
-      check="epoch" if alone else "step",
+      objective=objective,
     )
 
   new, metrics = map_members(
@@ -276,7 +271,7 @@ def group_epoch(
   return _settle(state, new, metrics["finite"]), metrics
 
 
-def lone_epoch(
+def single_epoch(
   graphdef: nnx.GraphDef,
   optimizer,
   state: GroupState,
@@ -286,6 +281,7 @@ def lone_epoch(
   batch_size: int,
   protocol: str,
   levels: int,
+  objective: training.Objective = training.ELBO,
 ) -> tuple[GroupState, dict, Array]:
   """A group of ONE member's epoch with no per-step check: ``(state,
   metrics, ok)`` (:func:`training.unchecked_epoch`). Where ``ok`` is True
@@ -294,17 +290,35 @@ def lone_epoch(
   new, metrics, ok = training.unchecked_epoch(
     graphdef,
     optimizer,
-    member(state.train, 0),
+    take(state.train, 0),
     raw_train,
-    member(hparams, 0),
+    take(hparams, 0),
     batch_size=batch_size,
     protocol=protocol,
     levels=levels,
     active=state.alive[0],
+    objective=objective,
   )
   # ok: alive and every step finite, so _settle would change nothing.
   expand = lambda tree: jax.tree.map(lambda x: x[None], tree)
   return state._replace(train=expand(new)), expand(metrics), ok
+
+
+@dataclasses.dataclass(frozen=True)
+class Epoch:
+  """A group's compiled epoch (:func:`make_epoch`): call it as
+  ``epoch(state, raw_train, hparams) -> (state, metrics)``."""
+
+  checked: Callable  # every step guarded; donates the state
+  fast: Callable  # a single run's: unchecked, ``(state, metrics, ok)``
+  single: bool  # whether the mesh has one device (the fast form applies)
+
+  def __call__(self, state: GroupState, raw_train, hparams):
+    if self.single and state.alive.shape[0] == 1:
+      new, metrics, ok = self.fast(state, raw_train, hparams)
+      if ok:  # waits for the epoch: the caller reads its metrics anyway
+        return new, metrics
+    return self.checked(state, raw_train, hparams)
 
 
 def make_epoch(
@@ -315,91 +329,51 @@ def make_epoch(
   batch_size: int,
   protocol: str,
   levels: int,
-  scan: bool = True,
-):
+  objective: training.Objective = training.ELBO,
+) -> Epoch:
   """One epoch of the group on ``mesh``: ``(state, raw_train, hparams) ->
-  (state, metrics)``, members sharded, data replicated, state donated.
+  (state, metrics)``, members sharded, data replicated; every member trains
+  ``objective`` (:func:`training.loss_fn`).
 
-  On a one-device mesh a group of ONE member (a single run) first runs
-  ``epoch.fast`` (:func:`lone_epoch`: no per-step check, no donation) and
-  reads its finiteness flag on the host; only an epoch that fails it is run
-  again from the same start with ``epoch.checked`` (:func:`group_epoch`),
-  the program every other group runs. The same state and metrics either
-  way, bit for bit (tests/test_training.py).
-
-  ``scan=True``: the whole epoch is one compiled program
-  (:func:`group_epoch`). ``scan=False``: the same epoch (same data, order,
-  keys and numbers) as one compiled call per step from Python: slower, for
-  debugging and for checking the scanned one.
+  Two compiled forms. ``epoch.checked`` (:func:`group_epoch`: every step
+  guarded, the state donated) is what every group runs, but one: on a
+  one-device mesh a group of ONE member (a single run) runs ``epoch.fast``
+  (:func:`single_epoch`: no per-step check, nothing donated) and reads its
+  finiteness flag on the host; an epoch that fails it is replayed once,
+  from the same start, with ``epoch.checked``. The same state and metrics
+  either way, bit for bit (tests/test_training.py).
   """
   on_members, same = member_sharding(mesh), replicated(mesh)
-  static = dict(batch_size=batch_size, protocol=protocol, levels=levels)
-  mapping = dict(num_shards=mesh.size, members_at_once=members_at_once(mesh))
-  if scan:
-    checked = jax.jit(
-      functools.partial(group_epoch, graphdef, optimizer, **static, **mapping),
-      in_shardings=(on_members, same, on_members),
-      out_shardings=on_members,
-      donate_argnums=0,
-    )
-    if mesh.size != 1:
-      return checked
-    # One device: a group of one member (a single run) runs its epoch
-    # unchecked and checks once at the end, on the host; only an epoch that
-    # fails the check is run again, checked, from the same start (which is
-    # why the fast program donates nothing). Measured at batch 1024 (2-core
-    # CPU): 48 -> 40 ms an epoch against group_epoch's lax.cond, whose
-    # branches cost copies of the whole state; the same at batch 128.
-    fast = jax.jit(
-      functools.partial(lone_epoch, graphdef, optimizer, **static),
-      in_shardings=(on_members, same, on_members),
-      out_shardings=(on_members, on_members, same),
-    )
-
-    def epoch(state, raw_train, hparams):
-      if state.alive.shape[0] == 1:
-        new, metrics, ok = fast(state, raw_train, hparams)
-        if ok:  # waits for the epoch: the caller reads its metrics anyway
-          return new, metrics
-      return checked(state, raw_train, hparams)
-
-    epoch.checked, epoch.fast = checked, fast
-    return epoch
-
-  def inputs(state, raw_train):
-    return map_members(
-      lambda st: training.epoch_inputs(st.key, raw_train.shape[0], batch_size),
-      (state.train,),
-      **mapping,
-    )
-
-  def step(state, ok, raw_train, hparams, idx, key):
-    def one(st, ok_m, hp, idx_m, key_m):
-      x, noise_key = training.batch_inputs(
-        raw_train, idx_m, key_m, protocol=protocol, levels=levels
-      )
-      return training.guarded_step(
-        graphdef, optimizer, st, ok_m, x, noise_key, hp
-      )
-
-    return map_members(one, (state, ok, hparams, idx, key), **mapping)
-
-  inputs, step = jax.jit(inputs), jax.jit(step)
-
-  def epoch(state, raw_train, hparams):
-    next_keys, batches, step_keys = inputs(state, raw_train)
-    train, ok, history = state.train, state.alive, []
-    for s in range(batches.shape[1]):
-      train, ok, metrics = step(
-        train, ok, raw_train, hparams, batches[:, s], step_keys[:, s]
-      )
-      history.append(metrics)
-    metrics = jax.tree.map(lambda *v: jnp.stack(v, axis=1), *history)
-    return _settle(
-      state, train._replace(key=next_keys), metrics["finite"]
-    ), metrics
-
-  return epoch
+  mapped = functools.partial(
+    group_epoch,
+    batch_size=batch_size,
+    protocol=protocol,
+    levels=levels,
+    num_shards=mesh.size,
+    members_at_once=members_at_once(mesh),
+    objective=objective,
+  )
+  checked = jax.jit(
+    functools.partial(mapped, graphdef, optimizer),
+    in_shardings=(on_members, same, on_members),
+    out_shardings=on_members,
+    donate_argnums=0,
+  )
+  # The fast form donates nothing: a failed epoch replays from its start.
+  fast = jax.jit(
+    functools.partial(
+      single_epoch,
+      graphdef,
+      optimizer,
+      batch_size=batch_size,
+      protocol=protocol,
+      levels=levels,
+      objective=objective,
+    ),
+    in_shardings=(on_members, same, on_members),
+    out_shardings=(on_members, on_members, same),
+  )
+  return Epoch(checked=checked, fast=fast, single=mesh.size == 1)
 
 
 # --------------------------------------------------------------------------
@@ -559,7 +533,7 @@ def learned_sigma2(graphdef, params) -> np.ndarray:
   k = len(jax.tree.leaves(values)[0])
   return np.array(
     [
-      float(np.mean(nnx.merge(graphdef, member(values, m)).learned_sigma2()))
+      float(np.mean(nnx.merge(graphdef, take(values, m)).learned_sigma2()))
       for m in range(k)
     ]
   )

@@ -63,6 +63,11 @@ class Result:
   timed_epochs: int  # epochs whose times train_seconds sums
   examples_per_second: float
   eval_seconds: float
+  # What it trained (Burda et al. 2016's "VAE, k" and "IWAE, k"); defaults
+  # for records written before these fields.
+  objective: str = "elbo"  # elbo | iwae
+  train_samples: int = 1  # k
+  iwae_gradient: str = "reparam"  # reparam | dreg (Tucker et al. 2019)
   axes: dict = dataclasses.field(default_factory=dict)  # a sweep's values
   units: str = UNITS
   provenance: dict = dataclasses.field(default_factory=dict)
@@ -70,6 +75,106 @@ class Result:
   def to_dict(self) -> dict:
     """The JSON-ready dict (summary.json; a row of results.json)."""
     return dataclasses.asdict(self)
+
+  @classmethod
+  def of_member(
+    cls,
+    summary: dict,
+    member,
+    *,
+    group: int,
+    dataset,
+    bits_offset: float | None,
+    sigma2_used: float | None,
+    diverged_step: int,
+    steps: int,
+    epochs: int,
+    group_members: int,
+    records: list[dict],
+    eval_seconds: float,
+    provenance: dict,
+  ) -> "Result":
+    """One member's Result from its evaluation summary.
+
+    Args:
+      summary: :func:`vae_jax.train.evaluation.summarize` of its test set.
+      member: its :class:`~vae_jax.train.member.Member` (config, name, axes,
+        index).
+      group: its group's index (0 for a run).
+      dataset: the :class:`~vae_jax.train.data.Dataset` it trained on.
+      bits_offset: nats per dimension added before bits/dim, or None where
+        the likelihood is not a normalised one of the data (no bits/dim).
+      sigma2_used: the sigma^2 its test numbers used, or None.
+      diverged_step: its first non-finite step (1-based); 0 if none. A
+        diverged member has no test numbers.
+      steps: optimiser steps it took.
+      epochs: epochs its group trained.
+      group_members: K.
+      records: its epoch records (``metrics.jsonl``), for the timings.
+      eval_seconds: the time of its group's final evaluation.
+      provenance: :func:`provenance`.
+    """
+    config = member.config
+    scored = not diverged_step
+    test = lambda value: value if scored else None
+    sse = (
+      squared_error(summary["distortion"], sigma2_used, dataset.num_dims)
+      if sigma2_used is not None
+      and config.sigma2_mode != "per_pixel"
+      and config.likelihood == "gaussian"  # the SSE behind a Gaussian's
+      else None
+    )
+    # Epoch 1 includes compilation: the throughput leaves it out.
+    steady = [r for r in records if r["epoch"] > 1] or records
+    return cls(
+      name=member.name or "",
+      member=member.index,
+      group=group,
+      source=dataset.name,
+      data_protocol=dataset.protocol,
+      likelihood=config.likelihood,
+      sigma2_mode=config.sigma2_mode,
+      beta=config.beta,
+      sigma2=config.sigma2 if sigma2_used is not None else None,
+      seed=config.seed,
+      free_bits=config.free_bits,
+      free_bits_mode=config.free_bits_mode,
+      kl_warmup_epochs=config.kl_warmup_epochs,
+      latent_dim=config.latent_dim,
+      test_elbo=test(plain_float(summary["elbo"])),
+      test_rate=test(plain_float(summary["rate"])),
+      test_distortion=test(plain_float(summary["distortion"])),
+      test_sse=test(plain_float(sse)),
+      test_nll=test(plain_float(summary["nll"])),
+      nll_samples=summary["nll_samples"],
+      bits_per_dim=test(
+        None if bits_offset is None else plain_float(summary["bits_per_dim"])
+      ),
+      active_units=test(summary["active_units"]),
+      kl_per_dim=test(summary["kl_per_dim"]),
+      eval_sigma2=test(
+        None if sigma2_used is None else plain_float(np.float32(sigma2_used))
+      ),
+      diverged=not scored,
+      diverged_step=diverged_step or None,
+      epochs=epochs,
+      steps=steps,
+      num_train=len(dataset.train),
+      num_test=summary["num_examples"],
+      group_members=group_members,
+      train_seconds=sum(r["seconds"] for r in records),
+      timed_epochs=len(records),
+      examples_per_second=(
+        sum(r["examples"] for r in steady)
+        / max(sum(r["seconds"] for r in steady), 1e-9)
+      ),
+      eval_seconds=eval_seconds,
+      objective=config.objective,
+      train_samples=config.train_samples,
+      iwae_gradient=config.iwae_gradient,
+      axes=dict(member.axes),
+      provenance=provenance,
+    )
 
 
 # Fields a CSV row and a table leave out: lists and nested records.
@@ -162,7 +267,7 @@ def _version(package: str) -> str | None:
     return importlib.metadata.version(package)
   except importlib.metadata.PackageNotFoundError:
     if package == "vae_jax":  # run from a checkout, not installed
-      from vae_jax import __version__  # pylint: disable=g-import-not-at-top
+      from vae_jax import __version__
 
       return __version__
     return None

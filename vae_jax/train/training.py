@@ -1,4 +1,4 @@
-"""The training step and the whole-epoch fast path, pure and jit-compiled.
+"""The training step and the two scanned epochs, pure and jit-compiled.
 
 The objective of one step, for a batch x_1..x_B (nats per example):
 
@@ -23,13 +23,29 @@ both are the plain KL and, with no warm-up, the loss is the negative ELBO
 with beta on the KL. The reported ``elbo`` is always the true one (beta = 1,
 no floor).
 
+With k > 1 samples per example (:class:`Objective`, ``name="elbo"``) the
+first term is the mean over k reparameterised samples, mean_i (1/k) sum_k
+-log p(x_i | z_ik): Burda et al. (2016)'s "VAE, k", beta, free bits and the
+warm-up applied as above. ``name="iwae"`` trains minus the IWAE bound,
+loss = -mean_i log (1/k) sum_k w_ik (beta, free bits and warm-up do not
+enter it; the config refuses them). Both come from the per-example functions
+of :mod:`vae_jax.objectives`, vmapped over the batch; the k = 1 ELBO keeps
+the single-sample code above, so its numbers never move. The reported
+``elbo``, ``rate`` and ``distortion`` are then means over the k samples of
+the single-sample terms (unbiased for the same expectations), for the IWAE
+too; ``loss`` is what the step minimises.
+
 Everything a step needs travels in :class:`TrainState` (step, parameters,
 optimiser state, PRNG key) and a dict of scalar hyperparameters, so a sweep can
 ``jax.vmap`` over both. A step whose loss or update is not finite changes
-nothing, and the epoch reports it (see :func:`train_epoch`).
+nothing, and the epoch reports it. An epoch is one ``lax.scan`` in one of
+two forms: :func:`train_epoch` guards every step (sweeps, and the replay of
+a failed epoch); :func:`unchecked_epoch` checks once at its end (a single
+run's epoch).
 """
 
-from collections.abc import Callable
+import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 from flax import nnx
@@ -38,6 +54,7 @@ import jax.numpy as jnp
 import optax
 
 from vae_jax import divergences
+from vae_jax import objectives
 from vae_jax import prng
 from vae_jax.train import data
 from vae_jax.train import models
@@ -51,6 +68,47 @@ HYPERPARAMETERS = (
   "sigma2",
 )
 FREE_BITS_MODES = ("per_example", "batch")
+OBJECTIVES = ("elbo", "iwae")
+IWAE_GRADIENTS = ("reparam", "dreg")
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """What a step maximises, and from how many samples: static (it shapes
+  the compiled program), so members that differ in it are separate groups.
+
+  Attributes:
+    name: ``"elbo"`` (with beta, free bits and warm-up) or ``"iwae"`` (the
+      IWAE bound; see the module doc).
+    samples: k >= 1 reparameterised samples per example.
+    gradient: the IWAE's gradient estimator, ``"reparam"`` or ``"dreg"``
+      (Tucker et al. 2019; :func:`vae_jax.iwae_objective`); the ELBO's is
+      always ``"reparam"``.
+  """
+
+  name: str = "elbo"
+  samples: int = 1
+  gradient: str = "reparam"
+
+  def __post_init__(self):
+    if self.name not in OBJECTIVES:
+      raise ValueError(
+        f"objective must be one of {OBJECTIVES}, got {self.name!r}"
+      )
+    if isinstance(self.samples, bool) or not isinstance(self.samples, int):
+      raise ValueError(f"samples must be an int >= 1, got {self.samples!r}")
+    if self.samples < 1:
+      raise ValueError(f"samples must be an int >= 1, got {self.samples!r}")
+    if self.gradient not in IWAE_GRADIENTS:
+      raise ValueError(
+        f"gradient must be one of {IWAE_GRADIENTS}, got {self.gradient!r}"
+      )
+    if self.gradient == "dreg" and self.name != "iwae":
+      raise ValueError("gradient='dreg' is the IWAE's; the ELBO's is 'reparam'")
+
+
+# Today's single-sample ELBO, and the default of every step.
+ELBO = Objective()
 
 
 class TrainState(NamedTuple):
@@ -97,8 +155,8 @@ def init_state(
   model: models.VAE, optimizer: optax.GradientTransformation, key: Array
 ) -> tuple[nnx.GraphDef, TrainState]:
   """Splits the model into its static graph and a fresh TrainState."""
-  graphdef, params = nnx.split(model)
-  params = nnx.to_pure_dict(params)
+  graphdef, variables = nnx.split(model)
+  params = nnx.to_pure_dict(variables)
   state = TrainState(
     step=jnp.zeros((), jnp.int32),
     params=params,
@@ -144,6 +202,7 @@ def loss_fn(
   key: Array,
   hparams: dict,
   step: Array,
+  objective: Objective = ELBO,
 ) -> tuple[Array, dict]:
   """The batch loss (scalar, nats per example) and its metrics.
 
@@ -154,7 +213,11 @@ def loss_fn(
     key: randomness for the reparameterised samples.
     hparams: from :func:`hyperparameters`.
     step: the optimiser step (for the warm-up).
+    objective: static; anything but the default is
+      :func:`multi_sample_loss`.
   """
+  if objective != ELBO:
+    return multi_sample_loss(params, graphdef, x, key, hparams, step, objective)
   model = nnx.merge(graphdef, params)
   mean, log_variance = model.encode(x)
   z = models.reparameterize(key, mean, log_variance)
@@ -176,26 +239,70 @@ def loss_fn(
   return loss, metrics
 
 
-def train_step(
+def multi_sample_loss(
+  params,
   graphdef: nnx.GraphDef,
-  optimizer: optax.GradientTransformation,
-  state: TrainState,
   x: Array,
   key: Array,
   hparams: dict,
-) -> tuple[TrainState, dict]:
-  """One optax step on batch x; pure (jit it with graphdef and optimizer
-  static). A non-finite loss or update leaves the state as it was;
-  ``metrics['finite']`` says which happened."""
-  new, metrics = _update(graphdef, optimizer, state, x, key, hparams)
-  return _keep_if(metrics["finite"], new, state), metrics
+  step: Array,
+  objective: Objective,
+) -> tuple[Array, dict]:
+  """:func:`loss_fn` of k samples per example, or of the IWAE (module doc).
+
+  The noise is ``normal(key, [B, k, L])`` (at k = 1 the single-sample
+  path's draws); each example's bound is :func:`vae_jax.multi_sample_elbo`
+  (closed-form KL) or :func:`vae_jax.iwae_objective`, vmapped over the
+  batch. The ELBO's loss puts the beta- and free-bits-weighted KL in place
+  of the plain KL: ``mean_i [D_i + beta_t * R_i]`` with D_i = -(ELBO_i +
+  KL_i), the mean distortion over the k samples.
+  """
+  model = nnx.merge(graphdef, params)
+  if model.sigma2_mode == "optimal" and model.decoder_kind.uses_sigma2:
+    raise ValueError(
+      "sigma2_mode='optimal' (one sigma^2 fitted to the batch) trains with "
+      "one sample per example and the ELBO only"
+    )
+  mean, log_variance = model.encode(x)
+  batch, latent = mean.shape
+  eps = jax.random.normal(key, (batch, objective.samples, latent), mean.dtype)
+
+  def log_likelihood(x_one, z_one):  # log p(x | z) of one example, one z
+    output = model.decode(z_one[None])
+    return models.log_likelihood(model, x_one[None], output, hparams["sigma2"])[
+      0
+    ]
+
+  def per_example(bound, **options):
+    return jax.vmap(functools.partial(bound, log_likelihood, **options))(
+      x, mean, log_variance, eps
+    )
+
+  elbo = per_example(objectives.multi_sample_elbo)
+  kl = jax.vmap(divergences.kl_standard_normal_per_dim)(mean, log_variance)
+  rate = kl.sum(axis=-1)
+  distortion = -(elbo + rate)
+  beta_t = kl_weight(hparams, step)
+  if objective.name == "iwae":
+    bound = per_example(objectives.iwae_objective, gradient=objective.gradient)
+    loss = -jnp.mean(bound)
+  else:
+    loss = jnp.mean(distortion + beta_t * kl_penalty(kl, hparams))
+  metrics = dict(
+    loss=loss,
+    elbo=jnp.mean(elbo),
+    rate=jnp.mean(rate),
+    distortion=jnp.mean(distortion),
+    beta=beta_t,
+  )
+  return loss, metrics
 
 
-def _step(graphdef, optimizer, state, x, key, hparams):
+def _step(graphdef, optimizer, state, x, key, hparams, objective=ELBO):
   """One optax step, unchecked: the new state and the loss's metrics."""
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (_, metrics), grads = grad_fn(
-    state.params, graphdef, x, key, hparams, state.step
+    state.params, graphdef, x, key, hparams, state.step, objective
   )
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   new = TrainState(
@@ -207,8 +314,8 @@ def _step(graphdef, optimizer, state, x, key, hparams):
   return new, dict(metrics, updates=updates)
 
 
-def _update(graphdef, optimizer, state, x, key, hparams):
-  new, metrics = _step(graphdef, optimizer, state, x, key, hparams)
+def _update(graphdef, optimizer, state, x, key, hparams, objective):
+  new, metrics = _step(graphdef, optimizer, state, x, key, hparams, objective)
   updates = metrics.pop("updates")
   # The update, not just the gradient: a non-finite gradient makes it
   # non-finite too, and so does anything the optimiser itself produces.
@@ -226,15 +333,18 @@ def guarded_step(
   x: Array,
   key: Array,
   hparams: dict,
+  *,
+  objective: Objective = ELBO,
 ) -> tuple[TrainState, Array, dict]:
   """One step of an epoch that stops at its first non-finite step: with
   ``ok`` (a boolean scalar) False, or a non-finite loss or update, the state
-  stays as it was and ``ok`` turns (stays) False.
+  stays as it was and ``ok`` turns (stays) False. ``objective`` is static
+  (:func:`loss_fn`).
 
   Returns:
     ``(state, ok, metrics)``; ``metrics['finite']`` is the new ``ok``.
   """
-  new, metrics = _update(graphdef, optimizer, state, x, key, hparams)
+  new, metrics = _update(graphdef, optimizer, state, x, key, hparams, objective)
   ok = ok & metrics["finite"]
   return _keep_if(ok, new, state), ok, dict(metrics, finite=ok)
 
@@ -292,73 +402,42 @@ def train_epoch(
   protocol: str,
   levels: int,
   active: Array | bool = True,
-  check: str = "step",
+  objective: Objective = ELBO,
 ) -> tuple[TrainState, dict]:
-  """One pass over the training set inside one program (``lax.scan``).
+  """One pass over the training set inside one program (``lax.scan``),
+  every step guarded (:func:`guarded_step`).
 
   Args:
     graphdef, optimizer: static.
     state: the TrainState; its key is advanced once.
     raw_train: ``[N, H, W, C]`` uint8 levels, on the device.
     hparams: from :func:`hyperparameters`.
-    batch_size, protocol, levels: static.
+    batch_size, protocol, levels, objective: static.
     active: a boolean scalar (may be traced); False makes every step a
       no-op, as if the epoch had started with a non-finite step (a sweep
       passes False for members that diverged earlier).
-    check: static. ``"step"``: every step checks its loss and update and
-      keeps the old state if either is not finite. ``"epoch"``: the steps
-      run unchecked and the epoch checks once, at its end, that every loss
-      and the whole new state are finite; if not, it is replayed from its
-      start with the checks of ``"step"`` (``lax.cond``: only one of the two
-      runs). The same result either way, bit for bit; ``"epoch"`` is
-      cheaper where the epoch is not vmapped (under ``vmap`` the cond would
-      run both).
 
   Returns:
     The new state and per-step metrics, each ``[S]``. If a step was not
     finite, it and every later step of the epoch leave the state unchanged;
     ``metrics['finite']`` is then False from that step on.
   """
-  if check not in ("step", "epoch"):
-    raise ValueError(f"check must be 'step' or 'epoch', got {check!r}")
   next_key, batches, step_keys = epoch_inputs(
     state.key, raw_train.shape[0], batch_size
   )
 
-  def inputs_of(idx, key):
-    return batch_inputs(raw_train, idx, key, protocol=protocol, levels=levels)
-
-  def guarded(st):
-    def body(carry, inputs):
-      st, ok = carry
-      x, noise_key = inputs_of(*inputs)
-      st, ok, metrics = guarded_step(
-        graphdef, optimizer, st, ok, x, noise_key, hparams
-      )
-      return (st, ok), metrics
-
-    (st, _), metrics = jax.lax.scan(
-      body, (st, jnp.asarray(active, jnp.bool_)), (batches, step_keys)
+  def body(carry, inputs):
+    st, ok = carry
+    x, noise_key = batch_inputs(
+      raw_train, *inputs, protocol=protocol, levels=levels
     )
-    return st, metrics
+    st, ok, metrics = guarded_step(
+      graphdef, optimizer, st, ok, x, noise_key, hparams, objective=objective
+    )
+    return (st, ok), metrics
 
-  if check == "step":
-    state, metrics = guarded(state)
-    return state._replace(key=next_key), metrics
-
-  fast, metrics, ok = unchecked_epoch(
-    graphdef,
-    optimizer,
-    state,
-    raw_train,
-    hparams,
-    batch_size=batch_size,
-    protocol=protocol,
-    levels=levels,
-    active=active,
-  )
-  state, metrics = jax.lax.cond(
-    ok, lambda: (fast, metrics), lambda: guarded(state)
+  (state, _), metrics = jax.lax.scan(
+    body, (state, jnp.asarray(active, jnp.bool_)), (batches, step_keys)
   )
   return state._replace(key=next_key), metrics
 
@@ -374,6 +453,7 @@ def unchecked_epoch(
   protocol: str,
   levels: int,
   active: Array | bool = True,
+  objective: Objective = ELBO,
 ) -> tuple[TrainState, dict, Array]:
   """:func:`train_epoch`'s steps with no per-step check, and the check once.
 
@@ -381,9 +461,9 @@ def unchecked_epoch(
     ``(state, metrics, ok)``: the state after every step of the epoch (its
     key advanced), the per-step metrics ``[S]`` and a boolean scalar, True
     when ``active`` and every loss and the whole new state are finite. Where
-    ``ok`` is True these are exactly what :func:`train_epoch` returns (any
-    ``check``); where it is False the state is not to be used: run
-    :func:`train_epoch` from the same start instead.
+    ``ok`` is True these are exactly what :func:`train_epoch` returns; where
+    it is False the state is not to be used: run :func:`train_epoch` from
+    the same start instead.
   """
   next_key, batches, step_keys = epoch_inputs(
     state.key, raw_train.shape[0], batch_size
@@ -393,7 +473,9 @@ def unchecked_epoch(
     x, noise_key = batch_inputs(
       raw_train, *inputs, protocol=protocol, levels=levels
     )
-    new, metrics = _step(graphdef, optimizer, st, x, noise_key, hparams)
+    new, metrics = _step(
+      graphdef, optimizer, st, x, noise_key, hparams, objective
+    )
     del metrics["updates"]
     return new, dict(metrics, finite=jnp.isfinite(metrics["loss"]))
 
@@ -413,27 +495,7 @@ def _all_finite(tree) -> Array:
   return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
 
 
-def make_train_epoch(
-  graphdef, optimizer, *, batch_size: int, protocol: str, levels: int
-) -> Callable:
-  """``train_epoch`` jitted: ``(state, raw_train, hparams) -> (state, m)``.
-
-  The state's buffers are donated, so the caller must use the returned one.
-  """
-
-  def epoch(state, raw_train, hparams):
-    return train_epoch(
-      graphdef,
-      optimizer,
-      state,
-      raw_train,
-      hparams,
-      batch_size=batch_size,
-      protocol=protocol,
-      levels=levels,
-    )
-
-  return jax.jit(epoch, donate_argnums=0)
+ADAM_VARIANTS = ("standard", "burda2016")
 
 
 def make_optimizer(
@@ -441,23 +503,114 @@ def make_optimizer(
   *,
   eps: float = 1e-8,
   grad_clip: float = 0.0,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  variant: str = "standard",
+  batch_size: int = 1,
 ) -> optax.GradientTransformation:
-  """Adam, optionally after clipping the global gradient norm."""
-  adam = optax.adam(learning_rate, eps=eps)
+  """Adam, optionally after clipping the global gradient norm.
+
+  ``variant``: ``"standard"`` (``optax.adam``) or ``"burda2016"``
+  (:func:`burda2016_adam`, which reads ``batch_size``)."""
+  if variant == "standard":
+    adam = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
+  elif variant == "burda2016":
+    adam = burda2016_adam(
+      learning_rate, b1=b1, b2=b2, eps=eps, gradient_scale=batch_size
+    )
+  else:
+    raise ValueError(
+      f"adam_variant must be one of {ADAM_VARIANTS}, got {variant!r}"
+    )
   if grad_clip > 0:
     return optax.chain(optax.clip_by_global_norm(grad_clip), adam)
   return adam
 
 
+class BurdaAdamState(NamedTuple):
+  """:func:`burda2016_adam`'s state."""
+
+  steps: Array  # int32: updates made
+  mu: Any  # first moments, of the scaled gradients
+  nu: Any  # second moments, starting at one
+
+
+def burda2016_adam(
+  learning_rate: float | optax.Schedule,
+  *,
+  b1: float,
+  b2: float,
+  eps: float,
+  gradient_scale: float,
+) -> optax.GradientTransformation:
+  """Adam as the code of Burda et al. (2016) runs it (yburda/iwae,
+  ``optimizers.py``), which differs from Kingma & Ba's in four ways:
+
+  * its gradient is of the batch SUM of the objective: here the mean loss's
+    gradient times ``gradient_scale`` (the batch size), which matters
+    through ``eps`` and the starting second moment;
+  * the second moment starts at one, not zero, while the bias correction
+    still assumes zero (early steps are small: a warm-up over ~1/(1 - b2)
+    steps);
+  * ``eps`` is added to sqrt(v), outside the bias correction:
+    ``-lr_t sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)``;
+  * every Theano update reads the values from before the step, so step t
+    (t = 1, 2, ...) moves the parameters by the moments of steps 1..t-1
+    (the first step moves nothing) with the timestep t.
+  """
+  schedule = (
+    learning_rate if callable(learning_rate) else (lambda _: learning_rate)
+  )
+
+  def init(params):
+    return BurdaAdamState(
+      steps=jnp.zeros((), jnp.int32),
+      mu=jax.tree.map(jnp.zeros_like, params),
+      nu=jax.tree.map(jnp.ones_like, params),
+    )
+
+  def update(grads, state, params=None):
+    del params
+    t = (state.steps + 1).astype(jnp.float32)
+    step = schedule(state.steps) * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+    updates = jax.tree.map(
+      lambda m, v: -step * m / (jnp.sqrt(v) + eps), state.mu, state.nu
+    )
+    g = jax.tree.map(lambda x: gradient_scale * x, grads)
+    mu = jax.tree.map(lambda m, x: b1 * m + (1 - b1) * x, state.mu, g)
+    nu = jax.tree.map(lambda v, x: b2 * v + (1 - b2) * x * x, state.nu, g)
+    return updates, BurdaAdamState(state.steps + 1, mu, nu)
+
+  return optax.GradientTransformation(init, update)
+
+
 LR_SCHEDULES = ("constant", "cosine", "burda")
+BURDA_STAGES = 8
+
+
+def burda_stage_epochs(stages: int = BURDA_STAGES) -> list[int]:
+  """Epochs of each stage of the ``burda`` schedule: 3^i for i < stages."""
+  return [3**i for i in range(stages)]
+
+
+def burda_learning_rates(learning_rate: float) -> list[float]:
+  """The ``burda`` schedule's rate in each stage i = 0..7: as Burda et al.'s
+  code sets it, ``learning_rate * round(10^(1 - i/7), 1) / 10``, their
+  paper's ``learning_rate * 10^(-i/7)`` rounded to two digits (1e-3, 7.2e-4,
+  5.2e-4, 3.7e-4, 2.7e-4, 1.9e-4, 1.4e-4, 1e-4)."""
+  return [
+    learning_rate * round(10 ** (1 - i / 7), 1) / 10
+    for i in range(BURDA_STAGES)
+  ]
 
 
 def learning_rate_schedule(
   name: str, learning_rate: float, *, steps_per_epoch: int, num_epochs: int
 ) -> optax.Schedule:
   """``constant``; ``cosine`` decay to 0 over the run; or ``burda``: the
-  schedule of Burda et al. (2016), 3^i epochs at ``learning_rate * 10^(-i/7)``
-  for i = 0..7 (3,280 epochs in all), then the last rate."""
+  schedule of Burda et al. (2016), 3^i epochs at the rate of stage i
+  (:func:`burda_learning_rates`) for i = 0..7 (3,280 epochs in all), then
+  the last rate."""
   if name == "constant":
     return optax.constant_schedule(learning_rate)
   if name == "cosine":
@@ -465,9 +618,10 @@ def learning_rate_schedule(
       learning_rate, max(1, steps_per_epoch * num_epochs)
     )
   if name == "burda":
-    boundaries, edge = {}, 0
-    for i in range(1, 8):
-      edge += 3 ** (i - 1) * steps_per_epoch
-      boundaries[edge] = 10 ** (-1 / 7)
-    return optax.piecewise_constant_schedule(learning_rate, boundaries)
+    epochs = burda_stage_epochs()[:-1]
+    edges = jnp.asarray(
+      [sum(epochs[: i + 1]) * steps_per_epoch for i in range(len(epochs))]
+    )
+    rates = jnp.asarray(burda_learning_rates(learning_rate), jnp.float32)
+    return lambda count: rates[jnp.searchsorted(edges, count, side="right")]
   raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {name!r}")

@@ -1,18 +1,18 @@
-"""setup.build: the jitted initialisation gives the eager one's values."""
+"""member.build: the jitted initialisation gives the eager one's values."""
 
 import jax
 import numpy as np
 import pytest
 
 from experiments.configs import default
-from vae_jax.train import setup
+from vae_jax.train import member as member_lib
 from vae_jax.train import training
 
 
 def _eager(config, image_shape, optimizer):
   """The textbook build: the model initialised op by op, then split."""
   init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  model = setup.build_model(config, image_shape, init_key)
+  model = member_lib.build_model(config, image_shape, init_key)
   return training.init_state(model, optimizer, train_key)
 
 
@@ -28,10 +28,10 @@ def _eager(config, image_shape, optimizer):
 def test_jitted_build_equals_the_eager_one_bit_for_bit(overrides):
   config = default.get_config()
   config.update(overrides)
-  member = setup.build(config, (28, 28, 1), steps=31)
-  graphdef, state = _eager(config, (28, 28, 1), member.optimizer)
-  assert member.graphdef == graphdef
-  got, want = jax.tree.leaves(member.state), jax.tree.leaves(state)
+  parts = member_lib.build(config, (28, 28, 1), steps=31)
+  graphdef, state = _eager(config, (28, 28, 1), parts.optimizer)
+  assert parts.graphdef == graphdef
+  got, want = jax.tree.leaves(parts.state), jax.tree.leaves(state)
   assert len(got) == len(want) > 4
   for a, b in zip(got, want):
     if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
