@@ -567,3 +567,18 @@ def test_the_burda_command_trains_rows_and_writes_the_report(tmp_path):
   )
   assert bad.returncode != 0
   assert bad.stderr.strip().splitlines()[-1].startswith("error: --rows")
+
+
+def test_runs_saved_before_the_new_keys_resume_as_what_they_trained():
+  from vae_jax.train import workdir as workdir_lib
+
+  config = tiny_config().to_dict()
+  old = {k: v for k, v in config.items() if k not in workdir_lib.ADDED_KEYS}
+  assert workdir_lib.resume_conflicts(old, config) == []
+  changed = dict(config, objective="iwae", train_samples=5)
+  assert workdir_lib.resume_conflicts(old, changed) == [
+    "objective",
+    "train_samples",
+  ]
+  for key, value in workdir_lib.ADDED_KEYS.items():
+    assert default.get_config()[key] == value, key

@@ -28,7 +28,7 @@ PAPER_ACTIVE_UNITS: dict[tuple[str, int], int | None] = {
 }
 FULL_EPOCHS = sum(training.burda_stage_epochs())
 
-# What the paper's code does that vae_jax follows (so it is no difference).
+# What experiments/configs/burda2016.py follows from the paper's code.
 FOLLOWED = (
   "Data: MNIST's 60,000 training images in their order, the first 59,600 "
   "for training and the last 400 held out (not shuffled); every minibatch "
@@ -44,9 +44,9 @@ FOLLOWED = (
   "the gradient of the batch sum (vae_jax's mean loss times the batch size).",
   "Schedule: 3^i epochs at 1e-4 x round(10^(1 - i/7), 1) for i = 0..7 (1e-3, "
   "7.2e-4, ..., 1e-4; 3,280 epochs), one Adam state throughout.",
-  "Objectives: VAE, k: the mean of k single-sample ELBO terms; IWAE, k: the "
-  "log-mean-exp of k importance weights, its gradient the reparameterised "
-  "one.",
+  "Objectives: VAE, k trains the mean of k one-sample ELBO terms (its KL "
+  "term: see below); IWAE, k the log-mean-exp of k importance weights; both "
+  "with the reparameterised gradient.",
   "Evaluation: -log p(x) by importance sampling with k = 5,000 on the "
   "10,000 test images; active units Var_x(E_q[u_j]) > 0.01.",
 )
@@ -96,6 +96,10 @@ def stages(epochs: int) -> int:
       break
     done, total = done + 1, total + n
   return done
+
+
+def _epochs(n: int) -> str:
+  return f"{n:,} epoch" + ("" if n == 1 else "s")
 
 
 def _number(value, spec: str) -> str:
@@ -160,7 +164,7 @@ def markdown(
       if full
       else "Budget: truncated. The paper trains 8 stages "
       f"({FULL_EPOCHS:,} epochs); the rows here trained "
-      f"{', '.join(f'{e:,}' for e in budget)} epochs (the stages column), "
+      f"{' or '.join(_epochs(e) for e in budget)} (the stages column), "
       "so their NLL is not yet the paper's comparison."
     ),
     "",
@@ -170,7 +174,7 @@ def markdown(
     "the copy of the paper's text available when this page's writer was "
     "made, and are not guessed.",
     "",
-    "## Followed from the paper's code",
+    "## Followed from the paper's code (experiments/configs/burda2016.py)",
     "",
     *[f"- {line}" for line in FOLLOWED],
     "",

@@ -95,10 +95,9 @@ class Objective:
       raise ValueError(
         f"objective must be one of {OBJECTIVES}, got {self.name!r}"
       )
-    if isinstance(self.samples, bool) or not isinstance(self.samples, int):
-      raise ValueError(f"samples must be an int >= 1, got {self.samples!r}")
-    if self.samples < 1:
-      raise ValueError(f"samples must be an int >= 1, got {self.samples!r}")
+    samples = self.samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+      raise ValueError(f"samples must be an int >= 1, got {samples!r}")
     if self.gradient not in IWAE_GRADIENTS:
       raise ValueError(
         f"gradient must be one of {IWAE_GRADIENTS}, got {self.gradient!r}"
@@ -107,7 +106,7 @@ class Objective:
       raise ValueError("gradient='dreg' is the IWAE's; the ELBO's is 'reparam'")
 
 
-# Today's single-sample ELBO, and the default of every step.
+# The one-sample ELBO, every step's default: the module doc's first loss.
 ELBO = Objective()
 
 
@@ -266,12 +265,11 @@ def multi_sample_loss(
   mean, log_variance = model.encode(x)
   batch, latent = mean.shape
   eps = jax.random.normal(key, (batch, objective.samples, latent), mean.dtype)
+  sigma2 = hparams["sigma2"]
 
   def log_likelihood(x_one, z_one):  # log p(x | z) of one example, one z
     output = model.decode(z_one[None])
-    return models.log_likelihood(model, x_one[None], output, hparams["sigma2"])[
-      0
-    ]
+    return models.log_likelihood(model, x_one[None], output, sigma2)[0]
 
   def per_example(bound, **options):
     return jax.vmap(functools.partial(bound, log_likelihood, **options))(

@@ -121,6 +121,22 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 
+# Keys added after runs were first saved, each with the value that a run
+# saved without it trained with: such a run resumes under that value.
+ADDED_KEYS = {
+  "train_examples": 0,
+  "init": "lecun",
+  "output_bias": "zero",
+  "encoder_variance": "log_variance",
+  "objective": "elbo",
+  "train_samples": 1,
+  "iwae_gradient": "reparam",
+  "adam_b1": 0.9,
+  "adam_b2": 0.999,
+  "adam_variant": "standard",
+}
+
+
 # Why a key that is otherwise free to change on resume is not, here.
 _SCHEDULE_DEPENDS = (
   "the cosine schedule decays the learning rate to 0 over num_epochs, so "
@@ -135,8 +151,10 @@ def resume_conflicts(saved: dict, config: dict) -> list[str]:
   ``num_epochs`` may change (the run trains on, or stops), except under
   ``lr_schedule='cosine'``, whose rate at every step depends on it. The
   ``burda`` schedule's boundaries are fixed epochs (3^i), independent of
-  ``num_epochs``.
+  ``num_epochs``. A key of :data:`ADDED_KEYS` that ``saved`` lacks has its
+  value there.
   """
+  saved = {**{k: v for k, v in ADDED_KEYS.items() if k in config}, **saved}
   keys = (set(saved) | set(config)) - RESUMABLE_CHANGES
   if config.get("lr_schedule") == "cosine":
     keys.add("num_epochs")
