@@ -5,7 +5,8 @@
       --workdir=runs/study-long --report=runs/study-long/study.md
 
 Trains the default model with each decoder of ``vae_jax.sweep.study.ARMS``
-over three seeds (one compiled program per decoder), evaluates them and
+over three seeds (one for the discretized logistics: ``seeds_by_arm``; one
+compiled program per decoder), evaluates them and
 writes the report (--report; its figure goes to figures/ beside it). Re-running
 the command resumes: finished decoders are read back, not trained again.
 """

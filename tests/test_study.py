@@ -72,6 +72,7 @@ def test_arm_sweep_is_the_base_with_the_arms_keys_over_the_seeds():
   for name in ("discretized_logistic", "discretized_logistic_mixture"):
     arm = study.arm_sweep(c, name)
     assert (arm.base.protocol, arm.base.likelihood) == ("levels", name)
+    assert dict(arm.axes) == dict(seed=c.seeds_by_arm[name])  # costly: fewer
   laplace = study.arm_sweep(c, "laplace_learned").base
   assert (laplace.protocol, laplace.likelihood, laplace.sigma2_mode) == (
     "continuous",
@@ -97,12 +98,19 @@ def test_arm_sweep_is_the_base_with_the_arms_keys_over_the_seeds():
     (dict(seeds=(1, 1)), "config.seeds"),
     (dict(fixed_sigma2=()), "config.fixed_sigma2"),
     (dict(fixed_sigma2=(0.1, -1.0)), "gaussian_fixed"),
+    (dict(seeds_by_arm=dict(gaussian=(0,))), "config.seeds_by_arm names no"),
+    (
+      dict(seeds_by_arm=dict(laplace_learned=())),
+      "config.seeds_by_arm.laplace_learned",
+    ),
   ],
 )
 def test_bad_study_configs_are_refused_by_name(change, match):
   c = study_configs.get_config()
   for key, value in change.items():
-    c[key] = value
+    c[key] = (
+      ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+    )
   with pytest.raises(config_lib.ConfigError, match=match):
     study.validate(c)
 
@@ -178,8 +186,10 @@ def test_every_arm_trains_its_seeds_with_its_decoder(tiny):
   for name, rows in by_arm.items():
     keys = study.ARMS[name].keys
     sigma2s = c.fixed_sigma2 if name == "gaussian_fixed" else (None,)
-    assert len(rows) == len(c.seeds) * len(sigma2s)
-    assert sorted({r.seed for r in rows}) == list(c.seeds)
+    seeds = study.arm_seeds(c, name)
+    assert seeds == c.seeds_by_arm.get(name, c.seeds)
+    assert len(rows) == len(seeds) * len(sigma2s)
+    assert sorted({r.seed for r in rows}) == list(seeds)
     for r in rows:
       assert r.likelihood == keys["likelihood"]
       assert r.data_protocol == keys["protocol"]
@@ -323,7 +333,7 @@ def test_the_literature_sentences_follow_the_numbers(tiny):
     and x.results[0].bits_per_dim is not None
   ]
   best_bits, best = min(grey, key=lambda p: p[0])
-  assert f"is the {best.label}'s ({best_bits:.3f})" in text
+  assert f"digits, {best_bits:.3f}, is that of the {best.label}" in text
   assert ("the literature's choice for 8-bit images." in text) == (
     best.arm.startswith("discretized")
   )
@@ -339,7 +349,7 @@ def test_the_literature_sentences_follow_the_numbers(tiny):
     d = first(arm)
     label = study.ARMS[arm].label
     assert (
-      f"the {label}'s {100 * share(d.reconstructions):.1f}% and "
+      f"{label}: {100 * share(d.reconstructions):.1f}% and "
       f"{100 * share(d.samples):.1f}%"
     ) in text
   sharper = share(first("laplace_learned").reconstructions) < share(

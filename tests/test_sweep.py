@@ -111,6 +111,11 @@ def test_grid_zip_dedupe_and_groups():
     ("bernoulli", c.base.sigma2),
   ]
   assert sweep.groups(members) == [members[:2], members[2:]]
+  # A Laplace's sigma2 is its scale b: it keeps the axis, as the Gaussian.
+  c = tiny_sweep(
+    dict(likelihood=("laplace",), sigma2=(0.1, 0.2)), protocol="continuous"
+  )
+  assert [m.config.sigma2 for m in sweep.members(c)] == [0.1, 0.2]
   c = tiny_sweep(dict(beta=(0.5, 1.0, 2.0), seed=(7,)), mode="zip")
   assert [(m.config.beta, m.config.seed) for m in sweep.members(c)] == [
     (0.5, 7),

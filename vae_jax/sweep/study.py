@@ -1,9 +1,10 @@
 """The reconstruction-term study: what the choice of p(x|z) does to one model.
 
 A study config (``experiments/configs/study.py``) names a training config
-``base``, the ``seeds``, the ``fixed_sigma2`` range and which ``arms`` run.
-Each arm is one decoder (:data:`ARMS`) on the same data and model; it runs
-as a sweep over the seeds (and, for the fixed Gaussian, sigma^2) through
+``base``, the ``seeds`` (and ``seeds_by_arm``, the arms that run other
+seeds), the ``fixed_sigma2`` range and which ``arms`` run. Each arm is one
+decoder (:data:`ARMS`) on the same data and model; it runs as a sweep over
+its seeds (:func:`arm_seeds`; for the fixed Gaussian, also sigma^2) through
 :func:`vae_jax.sweep.run`, so one arm is one compiled program and a study
 resumes arm by arm. :func:`cells` groups the members' Results into the
 table's rows, and :func:`decoded` restores each trained member to measure
@@ -107,14 +108,22 @@ ARMS = {
   ),
   "discretized_logistic_mixture": Arm(
     "mixture of discretized logistics",
-    dict(protocol="levels", likelihood="discretized_logistic_mixture"),
+    # Its [B, chunk, D, 3n] output: 100 samples at a time keep it small
+    # (the samples are keyed by index, so the numbers do not change).
+    dict(
+      protocol="levels",
+      likelihood="discretized_logistic_mixture",
+      nll_chunk_size=100,
+    ),
     "Per pixel a mixture of mixture_components discretized logistics, "
     "the PixelCNN++ likelihood (Salimans et al., 2017; here without its "
     "coupling of RGB channels) that NVAE and VDVAE decode with: an exact "
     "discrete NLL like the row above.",
   ),
 }
-STUDY_KEYS = frozenset({"base", "seeds", "fixed_sigma2", "arms"})
+STUDY_KEYS = frozenset(
+  {"base", "seeds", "seeds_by_arm", "fixed_sigma2", "arms"}
+)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -131,11 +140,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise config_lib.ConfigError(
       f"config.arms must be distinct names from {tuple(ARMS)}, got {arms!r}"
     )
-  seeds = tuple(config.seeds)
-  if not seeds or len(set(seeds)) != len(seeds):
+  _check_seeds("config.seeds", config.seeds)
+  if unknown := sorted(set(config.seeds_by_arm.keys()) - set(ARMS)):
     raise config_lib.ConfigError(
-      f"config.seeds must be distinct ints >= 0, got {seeds!r}"
+      f"config.seeds_by_arm names no arm: {unknown}; arms: {tuple(ARMS)}"
     )
+  for name, seeds in config.seeds_by_arm.items():
+    _check_seeds(f"config.seeds_by_arm.{name}", seeds)
   values = tuple(config.fixed_sigma2)
   if "gaussian_fixed" in arms and not values:
     raise config_lib.ConfigError(
@@ -148,17 +159,31 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise config_lib.ConfigError(f"study arm {name}: {e}") from None
 
 
+def _check_seeds(key: str, seeds) -> None:
+  seeds = tuple(seeds)
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise config_lib.ConfigError(
+      f"{key} must be distinct ints >= 0, got {seeds!r}"
+    )
+
+
+def arm_seeds(config: ml_collections.ConfigDict, name: str) -> tuple:
+  """The seeds arm ``name`` runs: ``config.seeds_by_arm[name]`` where the
+  config names it (an arm too costly for every seed), else ``config.seeds``."""
+  return tuple(config.seeds_by_arm.get(name, config.seeds))
+
+
 def arm_sweep(
   config: ml_collections.ConfigDict, name: str
 ) -> ml_collections.ConfigDict:
-  """The sweep config of one arm: the base with the arm's keys, over the
+  """The sweep config of one arm: the base with the arm's keys, over its
   seeds (and the fixed sigma^2 values)."""
   out = ml_collections.ConfigDict()
   out.base = ml_collections.ConfigDict(config.base.to_dict())
   out.base.update(ARMS[name].keys)
   out.mode = "grid"
   out.member_figures = False
-  axes = dict(seed=tuple(config.seeds))
+  axes = dict(seed=arm_seeds(config, name))
   if name == "gaussian_fixed":
     axes["sigma2"] = tuple(float(s) for s in config.fixed_sigma2)
   out.axes = ml_collections.ConfigDict(axes)

@@ -120,7 +120,7 @@ def _discretized(cells) -> list[str]:
     "discrete model it implies (Theis et al., 2016). Here, in bits/dim, "
     f"{here}; the best density on the dequantized levels, the "
     f"{density.label}, {density_bits:.3f}. The lowest bits/dim on these "
-    f"8-bit digits is the {best.label}'s ({best_bits:.3f})"
+    f"8-bit digits, {best_bits:.3f}, is that of the {best.label}"
     + (
       ": a discretized logistic, the literature's choice for 8-bit images."
       if best.arm in _DISCRETE
@@ -188,8 +188,7 @@ def _grids(cells) -> list[str]:
     for c in shown
   }
   each = "; ".join(
-    f"the {c.label}'s {100 * share[c.arm][0]:.1f}% and "
-    f"{100 * share[c.arm][1]:.1f}%"
+    f"{c.label}: {100 * share[c.arm][0]:.1f}% and {100 * share[c.arm][1]:.1f}%"
     for c in shown
   )
   text = (
@@ -208,7 +207,7 @@ def _grids(cells) -> list[str]:
       "chosen for."
     )
   blurriest = max(shown, key=lambda c: share[c.arm][1])
-  text += f" The greyest samples are the {blurriest.label}'s."
+  text += f" The greyest samples are those of the {blurriest.label}."
   return [text, ""]
 
 
@@ -288,6 +287,16 @@ def literature(cells: list[study.Cell]) -> list[str]:
   return lines + _discretized(cells) + _laplace(cells) + _grids(cells)
 
 
+def _other_seeds(config: ml_collections.ConfigDict) -> str:
+  """The arms that run other seeds than ``config.seeds``, for the page."""
+  other = [
+    f"the {study.ARMS[name].label}: {study.arm_seeds(config, name)}"
+    for name in config.arms
+    if study.arm_seeds(config, name) != tuple(config.seeds)
+  ]
+  return f" ({'; '.join(other)})" if other else ""
+
+
 def write(
   path: str,
   config: ml_collections.ConfigDict,
@@ -332,9 +341,9 @@ def write(
     f" with {base.activation}, Adam {base.learning_rate:g}, batch "
     f"{base.batch_size}, {base.num_epochs} epochs, beta = {base.beta:g}, "
     f"free bits {base.free_bits:g}, {base.mixture_components} components "
-    f"in a mixture; seeds {tuple(config.seeds)}. Figures "
-    "are mean ± "
-    "standard deviation over the seeds, on the test set.",
+    f"in a mixture; seeds {tuple(config.seeds)}{_other_seeds(config)}. "
+    "Figures are mean ± standard deviation over the seeds (a number alone: "
+    "one seed), on the test set.",
     "",
     "- **bits/dim**: the importance-weighted NLL "
     f"(k = {base.nll_samples} samples, Burda et al. 2016) per dimension in "
