@@ -73,7 +73,7 @@ TINY = dict(
   repeats=1,
   burda_epochs=1,
   burda_model=dict(
-    source="digits", train_examples=0, hidden_sizes=(16,), latent_dim=2
+    source="digits", train_examples=200, hidden_sizes=(16,), latent_dim=2
   ),
 )
 

@@ -106,6 +106,19 @@ def make_epoch(form: str, batch_size: int, optimizer):
     split, log_lik_fn = jax.random.split, _textbook_log_lik
   loss_fn = functools.partial(_loss, log_lik_fn=log_lik_fn)
 
+  def batch_loss(params, raw_batch, key):
+    data_key, noise_key = split(key)
+    return loss_fn(params, inputs(raw_batch, data_key), noise_key)
+
+  return scan_epoch(batch_loss, batch_size, optimizer)
+
+
+def scan_epoch(batch_loss, batch_size: int, optimizer):
+  """A jitted ``(params, opt_state, raw [N, ...], key) -> (params, opt_state,
+  key, losses [S])``: a fresh permutation, then one ``lax.scan`` over the
+  S = N // batch_size batches, each step ``batch_loss(params, raw[batch],
+  step_key)`` and its Adam update."""
+
   @jax.jit
   def epoch(params, opt_state, raw, key):
     key, order_key, step_key = jax.random.split(key, 3)
@@ -116,9 +129,7 @@ def make_epoch(form: str, batch_size: int, optimizer):
     def step(carry, inp):
       params, opt_state = carry
       i, k = inp
-      data_key, noise_key = split(k)
-      x = inputs(raw[i], data_key)
-      loss, grads = jax.value_and_grad(loss_fn)(params, x, noise_key)
+      loss, grads = jax.value_and_grad(batch_loss)(params, raw[i], k)
       updates, opt_state = optimizer.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -128,6 +139,28 @@ def make_epoch(form: str, batch_size: int, optimizer):
     return params, opt_state, key, losses
 
   return epoch
+
+
+def run_epochs(
+  epoch, params, opt_state, raw, key, epochs: int, batch_size: int
+):
+  """Runs ``epochs`` epochs, emitting an ``epoch`` line after each (the
+  examples/s of that epoch) and ``done`` at the end."""
+  examples = raw.shape[0] // batch_size * batch_size
+  for e in range(1, epochs + 1):
+    t0 = time.perf_counter()
+    params, opt_state, key, losses = epoch(params, opt_state, raw, key)
+    loss = float(jnp.mean(losses))  # waits for the epoch
+    seconds = time.perf_counter() - t0
+    _emit(
+      "epoch",
+      epoch=e,
+      seconds=seconds,
+      examples=examples,
+      examples_per_second=examples / seconds,
+      train_loss=loss,
+    )
+  _emit("done", train_loss=loss)
 
 
 def main(argv=None) -> None:
@@ -153,22 +186,7 @@ def main(argv=None) -> None:
   optimizer = optax.adam(1e-3)
   opt_state = optimizer.init(params)
   epoch = make_epoch(args.form, args.batch_size, optimizer)
-  steps = raw.shape[0] // args.batch_size
-  for e in range(1, args.epochs + 1):
-    t0 = time.perf_counter()
-    params, opt_state, key, losses = epoch(params, opt_state, raw, key)
-    loss = float(jnp.mean(losses))  # waits for the epoch
-    seconds = time.perf_counter() - t0
-    examples = steps * args.batch_size
-    _emit(
-      "epoch",
-      epoch=e,
-      seconds=seconds,
-      examples=examples,
-      examples_per_second=examples / seconds,
-      train_loss=loss,
-    )
-  _emit("done", train_loss=loss)
+  run_epochs(epoch, params, opt_state, raw, key, args.epochs, args.batch_size)
 
 
 if __name__ == "__main__":

@@ -109,18 +109,19 @@ class VAE(nn.Module):
     return (reconstruction + kl) / x.shape[0]
 
 
-def binarized_loss(model: VAE, raw: torch.Tensor) -> torch.Tensor:
+def binarized_loss(model: nn.Module, raw: torch.Tensor) -> torch.Tensor:
   """The loss of a uint8 batch, binarized afresh (dynamic binarization)."""
   return model(torch.bernoulli(raw.float() / 255))
 
 
-def make_step(form: str, model: VAE):
-  """Returns step(raw batch) -> detached loss, one Adam update per call."""
+def make_step(form: str, model: nn.Module, **adam):
+  """Returns step(raw batch) -> detached loss, one Adam update per call;
+  ``adam``: further options of ``torch.optim.Adam`` (``betas``, ``eps``)."""
   params = model.parameters()
   if form == "eager":
-    optimizer = torch.optim.Adam(params, lr=1e-3)
+    optimizer = torch.optim.Adam(params, lr=1e-3, **adam)
   else:
-    optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)
+    optimizer = torch.optim.Adam(params, lr=1e-3, fused=True, **adam)
   loss_fn = binarized_loss
   if form == "compile":
     loss_fn = torch.compile(binarized_loss)
@@ -145,6 +146,30 @@ def test_elbo(model: VAE, test: torch.Tensor, batch_size: int = 500) -> float:
       batch = x[start : start + batch_size]
       total += model(batch).item() * len(batch)
   return -total / len(x)
+
+
+def train_epochs(step, train, batch_size: int, epochs: int, generator):
+  """Runs ``epochs`` epochs of ``step`` over ``train`` (a fresh permutation
+  each, full batches only), emitting one ``epoch`` record each."""
+  num_steps = len(train) // batch_size
+  for epoch in range(1, epochs + 1):
+    start = time.perf_counter()
+    order = torch.randperm(len(train), generator=generator)
+    total = torch.zeros(())
+    for i in range(num_steps):
+      total += step(train[order[i * batch_size : (i + 1) * batch_size]])
+    train_loss = total.item() / num_steps
+    seconds = time.perf_counter() - start
+    examples = num_steps * batch_size
+    emit(
+      event="epoch",
+      epoch=epoch,
+      seconds=seconds,
+      examples=examples,
+      examples_per_second=examples / seconds,
+      train_loss=train_loss,
+      time=time.time(),
+    )
 
 
 def main(argv=None):
@@ -178,26 +203,7 @@ def main(argv=None):
   generator = torch.Generator().manual_seed(args.seed)  # epoch permutations
   model = VAE()
   step = make_step(args.form, model)
-  num_steps = len(train) // args.batch_size
-  for epoch in range(1, args.epochs + 1):
-    start = time.perf_counter()
-    order = torch.randperm(len(train), generator=generator)
-    total = torch.zeros(())
-    for i in range(num_steps):
-      batch = train[order[i * args.batch_size : (i + 1) * args.batch_size]]
-      total += step(batch)
-    train_loss = total.item() / num_steps
-    seconds = time.perf_counter() - start
-    examples = num_steps * args.batch_size
-    emit(
-      event="epoch",
-      epoch=epoch,
-      seconds=seconds,
-      examples=examples,
-      examples_per_second=examples / seconds,
-      train_loss=train_loss,
-      time=time.time(),
-    )
+  train_epochs(step, train, args.batch_size, args.epochs, generator)
   emit(event="done", test_elbo=test_elbo(model, test), time=time.time())
 
 

@@ -308,12 +308,12 @@ def test_cli_killed_at_any_point_resumes_bit_identically(tmp_path):
   """SIGKILL a training process mid-run, rerun the command, compare with a
   run never stopped: same final parameters bit for bit, and overrides kept."""
   flags = (
-    "--config.num_epochs=40",
+    "--config.num_epochs=12",
     "--config.checkpoint_every=1",
     "--config.beta=4",
     "--config.hidden_sizes=(64,)",
     "--config.nll_samples=16",
-    "--config.eval_every=20",
+    "--config.eval_every=6",
   )
   whole, killed = tmp_path / "whole", tmp_path / "killed"
   assert _cli(whole, *flags).returncode == 0
