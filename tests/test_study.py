@@ -1,5 +1,6 @@
 """The reconstruction-term study: its config, its numbers and its report."""
 
+import fcntl
 import json
 import math
 import os
@@ -159,23 +160,28 @@ def test_readme_shows_the_headline_of_docs_study():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("study"))
+def tiny(shared_dir):
+  # One tiny study a session: the first xdist worker to get here trains it;
+  # a worker that comes later waits for the lock and reads every arm back
+  # (a study resumes arm by arm), then decodes as the first did.
+  workdir = os.path.join(shared_dir, "tiny-study")
   c = tiny_study()
-  by_arm = study.run(c, workdir)
-  decoded = {name: study.decoded(c, name, workdir) for name in c.arms}
-  cells = study.cells(c, by_arm, decoded)
-  report = os.path.join(workdir, "docs", "study.md")
-  study_report.write(
-    report,
-    c,
-    cells,
-    command="python -m experiments.study (test)",
-    seconds=1.0,
-    provenance=results.provenance(),
-  )
-  with open(report) as f:
-    text = f.read()
+  with open(workdir + ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    by_arm = study.run(c, workdir)
+    decoded = {name: study.decoded(c, name, workdir) for name in c.arms}
+    cells = study.cells(c, by_arm, decoded)
+    report = os.path.join(workdir, "docs", "study.md")
+    study_report.write(
+      report,
+      c,
+      cells,
+      command="python -m experiments.study (test)",
+      seconds=1.0,
+      provenance=results.provenance(),
+    )
+    with open(report) as f:
+      text = f.read()
   return c, workdir, by_arm, cells, text
 
 

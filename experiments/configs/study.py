@@ -1,6 +1,6 @@
 """The reconstruction-term study: one model, ten decoders, the same digits.
 
-  python -m experiments.study                                  # ~14 min, 2 CPU cores
+  python -m experiments.study                                  # ~20 min, 2 CPU cores
   python -m experiments.study --config=experiments/configs/study.py:long
   python -m experiments.study --config=experiments/configs/study.py:mnist \
       --workdir=runs/study-mnist --report=runs/study-mnist/study.md  # ~2.5 h
@@ -42,8 +42,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.base.sigma2 = 0.1
   # The mixture's output is 3n numbers per pixel: its last layer, and so its
   # arm, costs about n times the others'. Three components and, for the two
-  # discretized logistics, one seed keep the study within 15 minutes on two
-  # CPU cores (five components on one seed: ~1.7 min more; on three, ~8).
+  # discretized logistics, one seed keep those two arms' share small (the
+  # whole study: docs/study.md states its measured time).
   c.base.mixture_components = 3
   c.seeds = (0, 1, 2)
   c.seeds_by_arm = ml_collections.ConfigDict(
