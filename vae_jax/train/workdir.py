@@ -134,6 +134,7 @@ ADDED_KEYS = {
   "adam_b1": 0.9,
   "adam_b2": 0.999,
   "adam_variant": "standard",
+  "mixture_components": 5,
 }
 
 
