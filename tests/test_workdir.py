@@ -306,7 +306,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
   proc = _cli(
     "train.py",
     *RUN,
-    "--config.num_epochs=300",
+    "--config.num_epochs=3000",  # never ends before the SIGINT
     f"--workdir={workdir}",
     wait=False,
   )
