@@ -11,6 +11,19 @@ import hypothesis
 import jax
 import pytest
 
+# The tests' programs are small and run once or twice: XLA's compile time is
+# most of the suite's time, and LLVM's optimisation passes most of that.
+# Lower them for the tests' processes (and the CLIs they start, which inherit
+# the environment); set before the first JAX op creates the CPU backend.
+_FAST_COMPILE = (
+  "--xla_backend_optimization_level=0",
+  "--xla_llvm_disable_expensive_passes=true",
+)
+_flags = os.environ.get("XLA_FLAGS", "").split()
+os.environ["XLA_FLAGS"] = " ".join(
+  _flags + [f for f in _FAST_COMPILE if f not in _flags]
+)
+
 # Tests pass explicit dtypes; x64 only makes float64 available to them.
 jax.config.update("jax_enable_x64", True)
 # Eight CPU devices for the sharded-sweep tests (before any JAX op); code that
