@@ -5,7 +5,7 @@
 # .venv is rebuilt only when requirements.txt or requirements-data.txt changes.
 # Packages are installed with their bytecode: every test worker and every CLI
 # the tests start imports JAX, Flax, SciPy and scikit-learn, and where
-# PYTHONDONTWRITEBYTECODE is set (as on CI) each would compile them from source.
+# PYTHONDONTWRITEBYTECODE is set (as on these machines) each would compile them from source.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed

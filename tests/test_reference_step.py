@@ -114,19 +114,23 @@ class ReferenceStepTest(absltest.TestCase):
       group, metrics = epoch(group, jnp.asarray(raw), hparams)
       state = program.take(group.train, 0)
       # Float32 rounding apart (summation order, the hand-written
-      # derivative): losses to 1e-5 and 99.99% of the parameters to 1e-6 of
-      # their tensor's scale (measured: <= 3e-7). Adam amplifies rounding
+      # derivative): losses to 1e-5 and 99.99% of all the parameters to 1e-6
+      # of their tensor's scale (measured: <= 3e-7). Adam amplifies rounding
       # where a gradient is ~0 (m / sqrt(v) of noise), so a handful of
-      # entries (2 of 640k here) may differ by up to one step's size, lr,
-      # per step taken.
+      # entries (2 of 640k here; on another CPU one of the decoder's 784
+      # output biases) may differ by up to one step's size, lr, per step
+      # taken: the share is counted over all 640k parameters, not per tensor.
       np.testing.assert_allclose(metrics["loss"][0], plain_losses, rtol=1e-5)
+      close, total = 0, 0
       for ours, plain in zip(
         jax.tree.leaves(state.params), jax.tree.leaves(params)
       ):
         diff = np.abs(np.asarray(ours) - np.asarray(plain))
         scale = float(jnp.abs(plain).max())
-        self.assertGreaterEqual(np.mean(diff <= 1e-6 * scale), 0.9999)
+        close += int(np.sum(diff <= 1e-6 * scale))
+        total += diff.size
         self.assertLessEqual(diff.max(), LR * t)
+      self.assertGreaterEqual(close / total, 0.9999)
     self.assertEqual(int(state.step), t)
     # The loop really trained: parameters moved far beyond the tolerance.
     start = jax.tree.leaves(

@@ -1,6 +1,7 @@
 """The figures of one trained member: reconstructions, samples, curves and a
 latent traversal (a 2-D manifold when the latent space is 2-D)."""
 
+import functools
 import os
 
 from flax import nnx
@@ -37,7 +38,7 @@ def member_figures(
   from vae_jax.train import plots
 
   m = nnx.merge(graphdef, params)
-  decode = jax.jit(lambda z: m.mean_image(m.decode(z)))
+  decode = functools.partial(_mean_image(graphdef), params)
   x = test_images[:32]
   mean, _ = m.encode(x)
   label = (
@@ -90,3 +91,16 @@ def member_figures(
     "dims by test KL: " + ", ".join(str(int(d)) for d in dims),
     "z_j from -3 to 3",
   )
+
+
+@functools.lru_cache(maxsize=16)
+def _mean_image(graphdef):
+  """A jitted ``(params, z [N, L]) -> E[x|z] [N, H, W, C]``, one per model
+  structure (so the figures of equal models compile it once)."""
+
+  @jax.jit
+  def decode(params, z):
+    m = nnx.merge(graphdef, params)
+    return m.mean_image(m.decode(z))
+
+  return decode

@@ -8,6 +8,8 @@ sweep member starts exactly as the single run of its config would.
 """
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +24,10 @@ from vae_jax.train import config as config_lib
 from vae_jax.train import data
 from vae_jax.train import models
 from vae_jax.train import training
+
+
+# How many compiled initialisations and optimisers are kept (oldest dropped).
+_MAX_PROGRAMS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,32 +174,116 @@ def hyperparameters(config: ml_collections.ConfigDict, steps: int) -> dict:
   )
 
 
+# Optimisers by their keys: one object for equal configs, so the programs
+# built from it (program.make_epoch's cache) are reused, not recompiled.
+_OPTIMIZER_KEYS = (
+  "lr_schedule",
+  "learning_rate",
+  "num_epochs",
+  "adam_eps",
+  "grad_clip",
+  "adam_b1",
+  "adam_b2",
+  "adam_variant",
+  "batch_size",
+)
+_OPTIMIZERS: dict[str, tuple[Callable, optax.GradientTransformation]] = {}
+
+
+def _optimizer(
+  config: ml_collections.ConfigDict, steps: int
+) -> tuple[Callable, optax.GradientTransformation]:
+  """The config's learning-rate schedule and optimiser; the same objects for
+  configs with equal optimiser keys and ``steps``."""
+  signature = json.dumps(
+    [[config[k] for k in _OPTIMIZER_KEYS], steps], default=repr
+  )
+  if signature not in _OPTIMIZERS:
+    schedule = training.learning_rate_schedule(
+      config.lr_schedule,
+      config.learning_rate,
+      steps_per_epoch=steps,
+      num_epochs=config.num_epochs,
+    )
+    optimizer = training.make_optimizer(
+      schedule,
+      eps=config.adam_eps,
+      grad_clip=config.grad_clip,
+      b1=config.adam_b1,
+      b2=config.adam_b2,
+      variant=config.adam_variant,
+      batch_size=config.batch_size,
+    )
+    if len(_OPTIMIZERS) >= _MAX_PROGRAMS:
+      del _OPTIMIZERS[next(iter(_OPTIMIZERS))]
+    _OPTIMIZERS[signature] = (schedule, optimizer)
+  return _OPTIMIZERS[signature]
+
+
+# What the initialisation program reads of a config: the model's keys and
+# (below, with steps) the optimiser's, which give its state's structure.
+# Everything but the seed, which is the program's argument.
+_INIT_KEYS = (
+  "latent_dim",
+  "architecture",
+  "hidden_sizes",
+  "activation",
+  "likelihood",
+  "sigma2_mode",
+  "sigma2",
+  "min_sigma2",
+  "mixture_components",
+  "init",
+  "encoder_variance",
+)
+# Compiled initialisations by that signature, so the members of a group (who
+# differ by seed, beta, ...) and the runs of one config in one process
+# compile theirs once. Bounded: the oldest is dropped past this many.
+_INIT_PROGRAMS: dict[str, tuple[Callable, list]] = {}
+
+
+def _init_signature(config, image_shape, steps, levels, bias) -> str:
+  model = [config[k] for k in _INIT_KEYS + _OPTIMIZER_KEYS]
+  data_side = [list(image_shape), steps, levels]
+  if bias is not None:
+    data_side.append(hashlib.sha256(np.ascontiguousarray(bias)).hexdigest())
+  return json.dumps([model, data_side], default=repr)
+
+
 def _fresh_state(
   config: ml_collections.ConfigDict,
   image_shape,
   optimizer,
+  steps: int,
   levels: int,
   bias: np.ndarray | None = None,
 ) -> tuple[nnx.GraphDef, training.TrainState]:
   """The model's graph and its fresh TrainState, initialised in ONE compiled
   program rather than op by op (eagerly, each of Flax's initialisers is
-  compiled on its own). The same ops, so the same values
-  (``tests/test_member.py`` holds it bit for bit against the eager build)."""
-  graphdefs = []
+  compiled on its own), compiled once per :data:`_INIT_KEYS` signature. The
+  same ops, so the same values (``tests/test_member.py`` holds it bit for bit
+  against the eager build)."""
+  signature = _init_signature(config, image_shape, steps, levels, bias)
+  if signature not in _INIT_PROGRAMS:
+    graphdefs: list = []
 
-  def init(key):
-    init_key, train_key = jax.random.split(key)
-    graphdef, state = training.init_state(
-      build_model(
-        config, image_shape, init_key, levels=levels, output_bias=bias
-      ),
-      optimizer,
-      train_key,
-    )
-    graphdefs.append(graphdef)  # static: recorded while tracing
-    return state
+    def init(key):
+      init_key, train_key = jax.random.split(key)
+      graphdef, state = training.init_state(
+        build_model(
+          config, image_shape, init_key, levels=levels, output_bias=bias
+        ),
+        optimizer,
+        train_key,
+      )
+      graphdefs.append(graphdef)  # static: recorded while tracing
+      return state
 
-  state = jax.jit(init)(jax.random.key(config.seed))
+    if len(_INIT_PROGRAMS) >= _MAX_PROGRAMS:
+      del _INIT_PROGRAMS[next(iter(_INIT_PROGRAMS))]
+    _INIT_PROGRAMS[signature] = (jax.jit(init), graphdefs)
+  program, graphdefs = _INIT_PROGRAMS[signature]
+  state = program(jax.random.key(config.seed))
   return graphdefs[0], state
 
 
@@ -212,28 +302,14 @@ def build(
   Randomness: ``split(key(seed))`` gives the initialisation and the training
   keys; :func:`evaluation_key` is a third, independent stream.
   """
-  schedule = training.learning_rate_schedule(
-    config.lr_schedule,
-    config.learning_rate,
-    steps_per_epoch=steps,
-    num_epochs=config.num_epochs,
-  )
-  optimizer = training.make_optimizer(
-    schedule,
-    eps=config.adam_eps,
-    grad_clip=config.grad_clip,
-    b1=config.adam_b1,
-    b2=config.adam_b2,
-    variant=config.adam_variant,
-    batch_size=config.batch_size,
-  )
+  schedule, optimizer = _optimizer(config, steps)
   if config.output_bias != "zero" and output_bias is None:
     raise ValueError(
       f"output_bias={config.output_bias!r} needs the bias: pass "
       "output_bias=member.decoder_output_bias(config, dataset)"
     )
   graphdef, state = _fresh_state(
-    config, image_shape, optimizer, levels, output_bias
+    config, image_shape, optimizer, steps, levels, output_bias
   )
   return Parts(
     graphdef=graphdef,

@@ -304,6 +304,13 @@ def single_epoch(
   return state._replace(train=expand(new)), expand(metrics), ok
 
 
+# The program makers below are cached on their (hashable) arguments: a graph
+# def, an optimiser object (member.build hands out one per optimiser config),
+# a mesh and sizes. Runs of one config in one process, and the restore of a
+# finished group, reuse the compiled programs instead of tracing them again.
+_CACHED_PROGRAMS = 16
+
+
 @dataclasses.dataclass(frozen=True)
 class Epoch:
   """A group's compiled epoch (:func:`make_epoch`): call it as
@@ -321,6 +328,7 @@ class Epoch:
     return self.checked(state, raw_train, hparams)
 
 
+@functools.lru_cache(maxsize=_CACHED_PROGRAMS)
 def make_epoch(
   graphdef,
   optimizer,
@@ -392,6 +400,7 @@ def model_functions(graphdef, params, sigma2):
   return model.encode, log_likelihood
 
 
+@functools.lru_cache(maxsize=_CACHED_PROGRAMS)
 def make_elbo_evaluator(graphdef, mesh):
   """A jitted ``(params, sigma2, key_data, images) -> {test_elbo,
   test_rate, test_distortion}``, each ``[K]``: every member's mean test ELBO
@@ -421,6 +430,7 @@ def make_elbo_evaluator(graphdef, mesh):
   )
 
 
+@functools.lru_cache(maxsize=_CACHED_PROGRAMS)
 def make_evaluator(
   graphdef, mesh, *, num_samples: int, chunk_size: int, batch_size: int
 ):
@@ -463,6 +473,7 @@ def make_evaluator(
   )
 
 
+@functools.lru_cache(maxsize=_CACHED_PROGRAMS)
 def make_train_sse(graphdef, mesh, *, chunk: int):
   """A jitted ``(params, images, eps, start) -> [K, chunk]``: each member's
   squared error against its decoder's mean, summed per row, for rows
