@@ -246,7 +246,9 @@ def _init_signature(config, image_shape, steps, levels, bias) -> str:
   model = [config[k] for k in _INIT_KEYS + _OPTIMIZER_KEYS]
   data_side = [list(image_shape), steps, levels]
   if bias is not None:
-    data_side.append(hashlib.sha256(np.ascontiguousarray(bias)).hexdigest())
+    data_side.append(
+      hashlib.sha256(np.ascontiguousarray(bias).tobytes()).hexdigest()
+    )
   return json.dumps([model, data_side], default=repr)
 
 
