@@ -12,6 +12,7 @@ the pixel error of its reconstructions and draw its grids.
 """
 
 import dataclasses
+import functools
 import math
 import os
 
@@ -251,15 +252,10 @@ def decoded(
 
 def _decode(graphdef, params, images, key, latent_dim, count) -> Decoded:
   model = nnx.merge(graphdef, params)
-
-  @jax.jit
-  def reconstruct(x):
-    mean, _ = model.encode(x)
-    return model.mean_image(model.decode(mean))
-
+  reconstruct = _reconstructor(graphdef)
   recon = np.concatenate(
     [
-      np.asarray(reconstruct(images[i : i + 500]))
+      np.asarray(reconstruct(params, images[i : i + 500]))
       for i in range(0, len(images), 500)
     ]
   )
@@ -271,6 +267,20 @@ def _decode(graphdef, params, images, key, latent_dim, count) -> Decoded:
     reconstructions=recon[:count],
     samples=samples,
   )
+
+
+@functools.lru_cache(maxsize=16)
+def _reconstructor(graphdef):
+  """A jitted ``(params, x [N, H, W, C]) -> [N, H, W, C]``: E[x|z] at the
+  posterior mean, one program per model structure (every seed of an arm)."""
+
+  @jax.jit
+  def reconstruct(params, x):
+    model = nnx.merge(graphdef, params)
+    mean, _ = model.encode(x)
+    return model.mean_image(model.decode(mean))
+
+  return reconstruct
 
 
 @dataclasses.dataclass(frozen=True)
