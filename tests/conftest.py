@@ -58,3 +58,15 @@ def shared_dir() -> str:
   """A folder every worker of this session sees (for a costly fixture that
   one worker builds and the others read back, under a file lock)."""
   return os.environ["VAE_JAX_TEST_SHARED"]
+
+
+def pytest_collection_modifyitems(config, items):
+  """Modules marked ``heavy`` (whole trainings, minutes of compiling) run
+  first: under ``--dist loadfile`` a worker takes one module at a time in
+  this order, so the long ones start at once and the short ones fill in the
+  end, rather than one worker finishing a long module alone."""
+  del config
+  heavy = {
+    item.nodeid.split("::")[0] for item in items if "heavy" in item.keywords
+  }
+  items.sort(key=lambda item: item.nodeid.split("::")[0] not in heavy)
