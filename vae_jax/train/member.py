@@ -244,6 +244,10 @@ _INIT_PROGRAMS: dict[str, tuple[Callable, list]] = {}
 
 def _init_signature(config, image_shape, steps, levels, bias) -> str:
   model = [config[k] for k in _INIT_KEYS + _OPTIMIZER_KEYS]
+  if config.sigma2_mode not in ("learned", "per_pixel"):
+    # Only a learned sigma^2 starts at it: the fixed and optimal modes'
+    # members (a sweep over sigma2) share one initialisation.
+    model[_INIT_KEYS.index("sigma2")] = None
   data_side = [list(image_shape), steps, levels]
   if bias is not None:
     data_side.append(
