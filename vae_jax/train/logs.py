@@ -83,9 +83,19 @@ class MetricsLog:
     final test metrics (None values left out)."""
     if not self._writer_enabled:
       return
+    from tensorboardX import summary  # imported only where a log is written
+
     clean = lambda d: {k: v for k, v in d.items() if v is not None}
     metrics = {f"hparam/{k}": v for k, v in clean(metrics).items()}
-    self._writer(member).add_hparams(clean(hparams), metrics, name=".")
+    # Through the member's own writer: SummaryWriter.add_hparams opens a
+    # second one in the same folder, and two writers opened in the same
+    # second name one events file and corrupt it.
+    writer = self._writer(member)
+    for event in summary.hparams(clean(hparams), metrics):
+      writer.file_writer.add_summary(event)
+    for name, value in metrics.items():
+      writer.add_scalar(name, value)
+    writer.flush()
 
   def _writer(self, member: str | None):
     # tensorboardX is slow to import (it imports PyTorch where that is
