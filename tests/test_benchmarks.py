@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks import accelerator
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 def test_accelerator_benchmark_runs_at_tiny_sizes(tmp_path):

@@ -27,6 +27,9 @@ from vae_jax.train import program
 from vae_jax.train import results
 from vae_jax.train import group as group_lib
 
+# Minutes of compiling together: scheduled first (tests/conftest.py).
+pytestmark = pytest.mark.heavy
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -44,7 +44,7 @@ from vae_jax.train import member as member_lib
 from vae_jax.train import training
 
 # End to end: every test here trains models (deselect with -m 'not slow').
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = ("train_seconds", "eval_seconds", "examples_per_second", "provenance")

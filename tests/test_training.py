@@ -18,6 +18,9 @@ from vae_jax.train import models
 from vae_jax.train import program
 from vae_jax.train import training
 
+# Minutes of compiling together: scheduled first (tests/conftest.py).
+pytestmark = pytest.mark.heavy
+
 SHAPE = (8, 8, 1)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import vae_jax
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 SHAPE, LATENT = (4, 5), (3,)
 
