@@ -27,7 +27,7 @@ from vae_jax.train import group as group_lib
 from vae_jax.train import member as member_lib
 
 # End to end: every test here trains models (deselect with -m 'not slow').
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = ("seconds", "examples_per_second", "wall_time")
@@ -164,6 +164,20 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
   assert all(np.isfinite(l).all() for l in jax.tree.leaves(state.params))
 
 
+def _likelihood_config(likelihood, mode, protocol):
+  return tiny_config(
+    likelihood=likelihood,
+    sigma2_mode=mode,
+    protocol=protocol,
+    num_epochs=2,
+    latent_dim=3,
+    architecture="conv",
+    hidden_sizes=(4, 8),
+    sigma2=0.1,
+    min_sigma2=1e-3,
+  )
+
+
 @pytest.mark.parametrize(
   "likelihood,mode,protocol",
   [
@@ -179,17 +193,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
 def test_other_likelihoods_train_and_report_honest_units(
   tmp_path, likelihood, mode, protocol
 ):
-  cfg = tiny_config(
-    likelihood=likelihood,
-    sigma2_mode=mode,
-    protocol=protocol,
-    num_epochs=2,
-    latent_dim=3,
-    architecture="conv",
-    hidden_sizes=(4, 8),
-    sigma2=0.1,
-    min_sigma2=1e-3,
-  )
+  cfg = _likelihood_config(likelihood, mode, protocol)
   s = train(cfg, str(tmp_path))
   assert np.isfinite(s["test_nll"]) and s["test_nll"] <= -s["test_elbo"] + 0.1
   # Masses on their data: exact; densities on dequantized data: a bound.
@@ -204,8 +208,12 @@ def test_other_likelihoods_train_and_report_honest_units(
 
 
 def test_a_density_on_binary_data_reports_no_bits_per_dim(tmp_path):
-  cfg = tiny_config(likelihood="gaussian", num_epochs=1, nll_samples=8)
-  assert train(cfg, str(tmp_path))["bits_per_dim"] is None
+  # The learned Gaussian above, on binarized digits: the same model, so only
+  # its epoch (which binarizes) is compiled again.
+  cfg = _likelihood_config("gaussian", "learned", "dynamic")
+  s = train(cfg, str(tmp_path))
+  assert s["data_protocol"] == "dynamic" and np.isfinite(s["test_nll"])
+  assert s["bits_per_dim"] is None
 
 
 def test_tfds_source_through_mock_data(tmp_path):
@@ -277,13 +285,20 @@ def test_unknown_and_missing_config_keys_are_named():
     config_lib.validate(cfg)
 
 
-def _cli(workdir, *flags, wait=True):
-  cache = os.path.join(os.path.dirname(workdir), "jax-cache")  # shared
+@pytest.fixture(scope="module")
+def cli_cache(shared_dir):
+  """The compilation cache of this session's training processes (here and
+  in test_workdir.py, whose RUN trains CLI_RUN's model): the first compiles,
+  the others read its programs."""
+  return os.path.join(shared_dir, "cli-jax-cache")
+
+
+def _cli(workdir, *flags, cache="", config="digits.py", wait=True):
   cmd = [
     sys.executable,
     "-m",
     "experiments.train",
-    "--config=experiments/configs/digits.py",
+    f"--config=experiments/configs/{config}",
     f"--workdir={workdir}",
     f"--compilation_cache={cache}",
     "--config.progress_bar=False",
@@ -304,33 +319,80 @@ def test_cli_rejects_an_unknown_override_by_name(tmp_path):
   assert "betta" in result.stderr and 'Did you mean "beta"' in result.stderr
 
 
-def test_cli_killed_at_any_point_resumes_bit_identically(tmp_path):
+# default.py's config with these overrides: the CLI runs below train it (and
+# test_workdir.py's the same model, RUN: one compilation cache serves both).
+CLI_RUN = (
+  "--config.source=digits",
+  "--config.num_epochs=6",
+  "--config.checkpoint_every=1",
+  "--config.eval_every=3",
+  "--config.beta=4",
+  "--config.hidden_sizes=(64,)",
+  "--config.latent_dim=2",
+  "--config.batch_size=100",
+  "--config.nll_samples=16",
+)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, cli_cache):
+  """One run through the CLI, never stopped: the script by path, from
+  another working directory, its default config found beside it. Returns
+  (folder, the finished process)."""
+  base = tmp_path_factory.mktemp("cli")
+  elsewhere = base / "elsewhere"
+  elsewhere.mkdir()
+  result = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "experiments", "train.py"),
+      *CLI_RUN,
+      f"--workdir={base / 'whole'}",
+      f"--compilation_cache={cli_cache}",
+    ],
+    cwd=elsewhere,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  return base, result
+
+
+def test_cli_runs_from_any_working_directory(cli_run):
+  base, result = cli_run
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "\r" not in result.stdout  # progress on, redirected: plain lines
+  assert "epoch 1/6" in result.stdout and "epoch 6/6" in result.stdout
+  with open(base / "whole" / "config.json") as f:
+    saved = json.load(f)
+  assert saved["likelihood"] == "bernoulli"  # default.py's
+  assert saved["progress_bar"] is True
+
+
+def test_cli_killed_at_any_point_resumes_bit_identically(cli_run, cli_cache):
   """SIGKILL a training process mid-run, rerun the command, compare with a
   run never stopped: same final parameters bit for bit, and overrides kept."""
-  flags = (
-    "--config.num_epochs=12",
-    "--config.checkpoint_every=1",
-    "--config.beta=4",
-    "--config.hidden_sizes=(64,)",
-    "--config.nll_samples=16",
-    "--config.eval_every=6",
+  base, reference = cli_run
+  assert reference.returncode == 0, reference.stderr[-2000:]
+  killed = base / "killed"
+  proc = _cli(
+    killed, *CLI_RUN, cache=cli_cache, config="default.py", wait=False
   )
-  whole, killed = tmp_path / "whole", tmp_path / "killed"
-  assert _cli(whole, *flags).returncode == 0
-  proc = _cli(killed, *flags, wait=False)
-  first = killed / "checkpoints" / "3"
+  first = killed / "checkpoints" / "2"
   deadline = time.time() + 240
   while not first.exists() and proc.poll() is None and time.time() < deadline:
     time.sleep(0.01)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  assert first.exists(), "no checkpoint before the kill"
   assert not (killed / "summary.json").exists(), "finished before the kill"
-  result = _cli(killed, *flags)
+  result = _cli(killed, *CLI_RUN, cache=cli_cache, config="default.py")
   assert result.returncode == 0, result.stderr[-2000:]
   assert "summary.json" in result.stdout
   with open(killed / "config.json") as f:
     saved = json.load(f)
   assert saved["beta"] == 4.0 and saved["hidden_sizes"] == [64]
+  whole = base / "whole"
   with open(whole / "summary.json") as f, open(killed / "summary.json") as g:
     a, b = json.load(f), json.load(g)
   for key in ("test_elbo", "test_nll", "test_rate", "active_units", "steps"):
@@ -421,30 +483,3 @@ def test_redirected_progress_is_one_plain_line_per_epoch(capsys):
     "epoch 2/3  loss 5.00",
     "epoch 3/3  loss 3.33",
   ]
-
-
-def test_cli_runs_from_any_working_directory(tmp_path):
-  # The script by path, its default config found beside it, from elsewhere.
-  result = subprocess.run(
-    [
-      sys.executable,
-      os.path.join(ROOT, "experiments", "train.py"),
-      "--config.source=digits",
-      "--config.num_epochs=1",
-      "--config.hidden_sizes=(16,)",
-      "--config.latent_dim=2",
-      "--config.batch_size=500",
-      "--config.nll_samples=4",
-      f"--workdir={tmp_path / 'run'}",
-      "--compilation_cache=",
-    ],
-    cwd=tmp_path,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert "\r" not in result.stdout
-  assert "epoch 1/1" in result.stdout
-  with open(tmp_path / "run" / "config.json") as f:
-    assert json.load(f)["likelihood"] == "bernoulli"  # default.py's

@@ -190,14 +190,21 @@ _OPTIMIZER_KEYS = (
 _OPTIMIZERS: dict[str, tuple[Callable, optax.GradientTransformation]] = {}
 
 
+def _optimizer_values(config: ml_collections.ConfigDict) -> list:
+  """The config's optimiser keys, ``num_epochs`` only where the schedule
+  reads it (cosine decays over the whole run)."""
+  values = [config[k] for k in _OPTIMIZER_KEYS]
+  if config.lr_schedule != "cosine":
+    values[_OPTIMIZER_KEYS.index("num_epochs")] = None
+  return values
+
+
 def _optimizer(
   config: ml_collections.ConfigDict, steps: int
 ) -> tuple[Callable, optax.GradientTransformation]:
   """The config's learning-rate schedule and optimiser; the same objects for
   configs with equal optimiser keys and ``steps``."""
-  signature = json.dumps(
-    [[config[k] for k in _OPTIMIZER_KEYS], steps], default=repr
-  )
+  signature = json.dumps([_optimizer_values(config), steps], default=repr)
   if signature not in _OPTIMIZERS:
     schedule = training.learning_rate_schedule(
       config.lr_schedule,
@@ -243,7 +250,7 @@ _INIT_PROGRAMS: dict[str, tuple[Callable, list]] = {}
 
 
 def _init_signature(config, image_shape, steps, levels, bias) -> str:
-  model = [config[k] for k in _INIT_KEYS + _OPTIMIZER_KEYS]
+  model = [config[k] for k in _INIT_KEYS] + _optimizer_values(config)
   if config.sigma2_mode not in ("learned", "per_pixel"):
     # Only a learned sigma^2 starts at it: the fixed and optimal modes'
     # members (a sweep over sigma2) share one initialisation.
