@@ -102,6 +102,12 @@ def test_digits_is_sklearn_digits_split_300_test():
   np.testing.assert_array_equal(
     sort_rows(got), sort_rows(want)
   )  # same multiset
+  # Read from scikit-learn's file without importing it: the same images, in
+  # the same shuffled split as sklearn's loader gives.
+  images = sk_datasets.load_digits().images[..., None].astype(np.uint8)
+  order = np.random.default_rng(data._SPLIT_SEED).permutation(len(images))
+  np.testing.assert_array_equal(digits.train, images[order[300:]])
+  np.testing.assert_array_equal(digits.test, images[order[:300]])
 
 
 @pytest.mark.slow

@@ -34,6 +34,8 @@ import dataclasses
 import functools
 import gzip
 import importlib.resources
+import importlib.util
+import os
 import re
 
 import jax
@@ -444,9 +446,18 @@ def _mnist(data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-  from sklearn import datasets  # slow import: only for this source
-
-  images = datasets.load_digits().images[..., None]  # [1797, 8, 8, 1], 0..16
+  # scikit-learn's own file, read as its load_digits reads it, without
+  # importing scikit-learn (a second of every process's start-up).
+  spec = importlib.util.find_spec("sklearn")
+  if spec is None or not spec.submodule_search_locations:
+    raise DataError(
+      "source 'digits' needs scikit-learn: pip install -r requirements.txt"
+    )
+  path = os.path.join(
+    spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz"
+  )
+  rows = np.loadtxt(path, delimiter=",")  # [1797, 65]: 64 pixels, the label
+  images = rows[:, :-1].reshape(-1, 8, 8, 1)  # 0..16
   return _shuffled_split(images, _DIGITS_TEST)
 
 
