@@ -38,3 +38,57 @@ def test_jitted_build_equals_the_eager_one_bit_for_bit(overrides):
       a, b = jax.random.key_data(a), jax.random.key_data(b)
     assert a.dtype == b.dtype and a.shape == b.shape
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_equal_configs_reuse_compiled_programs():
+  # Members of a group differ by seed, beta, a fixed sigma^2: their builds
+  # and the epoch made from them compile nothing the first one did not.
+  from jax import monitoring
+
+  from vae_jax.train import program
+
+  compiled = []
+  monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: (
+      compiled.append(kw.get("fun_name"))
+      if event == "/jax/core/compile/backend_compile_duration"
+      else None
+    )
+  )
+
+  def config(**changes):
+    c = default.get_config()
+    c.update(dict(hidden_sizes=(24,), latent_dim=3, num_epochs=9, **changes))
+    return c
+
+  first = member_lib.build(config(seed=11), (8, 8, 1), steps=5, levels=17)
+  mesh = program.make_mesh(jax.devices()[:1])
+  make = lambda parts: program.make_epoch(
+    parts.graphdef,
+    parts.optimizer,
+    mesh,
+    batch_size=16,
+    protocol="dynamic",
+    levels=17,
+  )
+  epoch = make(first)
+  assert "jit(init)" in compiled
+  compiled.clear()
+  second = member_lib.build(
+    config(seed=12, beta=2.0, sigma2=0.3), (8, 8, 1), steps=5, levels=17
+  )
+  assert compiled == []  # the initialisation was not compiled again
+  assert second.optimizer is first.optimizer and make(second) is epoch
+  # ...and it is the second member's own state, from its own seed.
+  pairs = zip(
+    jax.tree.leaves(first.state.params), jax.tree.leaves(second.state.params)
+  )
+  assert any(not np.array_equal(a, b) for a, b in pairs)
+  # A learned sigma^2 starts at its value: its own initialisation.
+  member_lib.build(
+    config(seed=13, likelihood="gaussian", sigma2_mode="learned", sigma2=0.3),
+    (8, 8, 1),
+    steps=5,
+    levels=17,
+  )
+  assert compiled.count("jit(init)") == 1
