@@ -45,16 +45,22 @@ def test_equal_configs_reuse_compiled_programs():
   # and the epoch made from them compile nothing the first one did not.
   from jax import monitoring
 
-  from vae_jax.train import program
-
   compiled = []
-  monitoring.register_event_duration_secs_listener(
-    lambda event, duration, **kw: (
+
+  def listener(event, duration, **kw):
+    del duration
+    if event == "/jax/core/compile/backend_compile_duration":
       compiled.append(kw.get("fun_name"))
-      if event == "/jax/core/compile/backend_compile_duration"
-      else None
-    )
-  )
+
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    _check_reuse(compiled)
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
+
+
+def _check_reuse(compiled: list) -> None:
+  from vae_jax.train import program
 
   def config(**changes):
     c = default.get_config()
