@@ -212,6 +212,86 @@ class BoundValueTest(parameterized.TestCase):
         np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=name)
 
 
+def _batch_objective(name):
+  """(log_likelihoods_fn, mean, log_variance, eps) -> the batch form."""
+  return {
+    "elbo": vae_jax.multi_sample_elbo_batch,
+    "elbo_monte_carlo": functools.partial(
+      vae_jax.multi_sample_elbo_batch, kl="monte_carlo"
+    ),
+    "iwae": vae_jax.iwae_objective_batch,
+    "iwae_dreg": functools.partial(
+      vae_jax.iwae_objective_batch, gradient="dreg"
+    ),
+  }[name]
+
+
+class BatchFormTest(parameterized.TestCase):
+  """The batch forms (one call of the likelihood on all B x K samples, as
+  training decodes) against ``vmap`` of the per-example functions."""
+
+  def _batch(self):
+    m = LinearGaussian(seed=2)
+    rng = np.random.default_rng(4)
+    x = m.x + rng.normal(size=(4, 12))
+    mean = m.q_mean + 0.3 * rng.normal(size=(4, 3))
+    log_var = m.q_log_variance + 0.3 * rng.normal(size=(4, 3))
+    eps = rng.normal(size=(4, 6, 3))
+    return m, x, mean, log_var, eps
+
+  @parameterized.parameters(*_OBJECTIVES)
+  def test_values_and_gradients_equal_vmap_of_the_per_example_form(self, name):
+    m, x, mean, log_var, eps = self._batch()
+    calls = []
+
+    def batch_loss(theta, mean, log_var):
+      w, b = theta
+
+      def log_likelihoods(z):  # [B, K, 3] -> [B, K], in one call
+        calls.append(z.shape)
+        residual = x[:, None] - jnp.einsum("dl,bkl->bkd", w, z) - b
+        return -0.5 * jnp.sum(
+          residual**2 / m.sigma2 + math.log(m.sigma2) + _LOG_2PI, axis=-1
+        )
+
+      values = _batch_objective(name)(log_likelihoods, mean, log_var, eps)
+      return -jnp.mean(values), values
+
+    def vmap_loss(theta, mean, log_var):
+      one = lambda *a: _objective(name)(m.log_likelihood_fn(theta), *a)
+      values = jax.vmap(one)(x, mean, log_var, eps)
+      return -jnp.mean(values), values
+
+    grad = lambda f: jax.jit(jax.value_and_grad(f, (0, 1, 2), has_aux=True))
+    (_, got), got_grads = grad(batch_loss)(m.theta, mean, log_var)
+    (_, want), want_grads = grad(vmap_loss)(m.theta, mean, log_var)
+    assert set(calls) == {(4, 6, 3)}, calls  # all samples at once
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+    leaves = zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads))
+    for a, b in leaves:
+      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=name)
+
+  def test_bad_shapes_and_names_are_named(self):
+    _, _, mean, log_var, eps = self._batch()
+    good = lambda z: jnp.zeros(z.shape[:2])
+    for name in _OBJECTIVES:
+      fn = _batch_objective(name)
+      with self.assertRaisesRegex(
+        ValueError, r"eps \[B, K, 3\] with K >= 1 .*got mean \(4, 3\)"
+      ):
+        fn(good, mean, log_var, eps[:3])
+      with self.assertRaisesRegex(ValueError, r"eps \[B, K, 3\]"):
+        fn(good, mean, log_var, eps[:, :0])
+      with self.assertRaisesRegex(
+        ValueError, r"must return log p\(x_b \| z_bk\) of shape \[B, K\]"
+      ):
+        fn(lambda z: jnp.zeros(z.shape[:1]), mean, log_var, eps)
+    with self.assertRaisesRegex(ValueError, r"gradient must be one of"):
+      vae_jax.iwae_objective_batch(good, mean, log_var, eps, gradient="x")
+    with self.assertRaisesRegex(ValueError, r"kl must be one of"):
+      vae_jax.multi_sample_elbo_batch(good, mean, log_var, eps, kl="x")
+
+
 def _average_bounds(m, name, k, num_keys=300, q=None):
   """The bound at K = k for ``num_keys`` draws of noise: ``[num_keys]``.
   ``q``: ``(mean, log_variance)``, by default the model's."""

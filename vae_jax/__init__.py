@@ -47,8 +47,10 @@ from vae_jax.likelihoods import optimal_sigma2
 from vae_jax.likelihoods import optimal_sigma2_batch
 from vae_jax.objectives import importance_weighted_bound
 from vae_jax.objectives import iwae_objective
+from vae_jax.objectives import iwae_objective_batch
 from vae_jax.objectives import log_importance_weight
 from vae_jax.objectives import multi_sample_elbo
+from vae_jax.objectives import multi_sample_elbo_batch
 from vae_jax.objectives import negative_elbo
 from vae_jax.objectives import rate_and_distortion
 from vae_jax.reductions import batched
@@ -69,12 +71,14 @@ __all__ = [
   "gaussian_log_likelihood",
   "importance_weighted_bound",
   "iwae_objective",
+  "iwae_objective_batch",
   "kl_monte_carlo",
   "kl_standard_normal",
   "kl_standard_normal_per_dim",
   "laplace_log_likelihood",
   "log_importance_weight",
   "multi_sample_elbo",
+  "multi_sample_elbo_batch",
   "nats_to_bits_per_dim",
   "negative_elbo",
   "optimal_sigma2",

@@ -277,7 +277,8 @@ def multi_sample_elbo(
 
 @jax.custom_vjp
 def _scale_cotangent(z: Array, weights: Array) -> Array:
-  """Identity on z ``[K, ...]``; backward, z's cotangent is scaled by ``[K]``."""
+  """Identity on z ``[..., K, latent...]``; backward, z's cotangent is scaled
+  by ``weights`` ``[..., K]``."""
   del weights
   return z
 
@@ -287,7 +288,7 @@ def _scale_cotangent_fwd(z, weights):
 
 
 def _scale_cotangent_bwd(weights, z_bar):
-  shape = weights.shape + (1,) * (z_bar.ndim - 1)
+  shape = weights.shape + (1,) * (z_bar.ndim - weights.ndim)
   return z_bar * weights.reshape(shape), jnp.zeros_like(weights)
 
 
@@ -340,22 +341,178 @@ def iwae_objective(
     >>> print(f"{iwae_objective(ll, jnp.ones(2), z0, z0, eps, gradient='dreg'):.4f}")
     -1.8379
   """
-  if gradient not in _IWAE_GRADIENTS:
-    raise ValueError(
-      f"gradient must be one of {_IWAE_GRADIENTS}, got {gradient!r}."
-    )
+  _check_gradient(gradient)
   mean, log_variance, z = _samples(mean, log_variance, eps)
 
   def log_weights(z, mean, log_variance):
     log_likelihood = _log_likelihoods(log_likelihood_fn, x, z)
     return _log_weights(log_likelihood, z, mean, log_variance)
 
+  return _iwae_bound(
+    log_weights, z, mean, log_variance, gradient, importance_weighted_bound
+  )
+
+
+def _check_gradient(gradient: str) -> None:
+  if gradient not in _IWAE_GRADIENTS:
+    raise ValueError(
+      f"gradient must be one of {_IWAE_GRADIENTS}, got {gradient!r}."
+    )
+
+
+def _iwae_bound(log_weights, z, mean, log_variance, gradient, bound):
+  """The IWAE bound (:func:`iwae_objective`) with either gradient.
+
+  ``log_weights(z, mean, log_variance)`` gives log w ``[..., K]`` of the
+  samples z ``[..., K, latent...]``; ``bound`` turns those into the bound
+  ``[...]`` (log-mean-exp over K).
+  """
   if gradient == "reparam":
-    return importance_weighted_bound(log_weights(z, mean, log_variance))
+    return bound(log_weights(z, mean, log_variance))
   # w~_k from a stopped pass (under jit XLA merges it with the next one)
   # scales z's cotangent; the bound's own w~_k makes it w~_k^2.
   q = jax.lax.stop_gradient((mean, log_variance))
-  w_tilde = jax.nn.softmax(jax.lax.stop_gradient(log_weights(z, *q)))
-  return importance_weighted_bound(
-    log_weights(_scale_cotangent(z, w_tilde), *q)
+  w_tilde = jax.nn.softmax(jax.lax.stop_gradient(log_weights(z, *q)), axis=-1)
+  return bound(log_weights(_scale_cotangent(z, w_tilde), *q))
+
+
+# A decoder's log p(x_b | z_bk) of every example of a batch and every sample
+# at once: ``z [B, K, latent...] -> [B, K]``, the data and the decoder's
+# parameters closed over.
+BatchLogLikelihoods = Callable[[Array], Array]
+
+
+def _batch_samples(mean, log_variance, eps):
+  """:func:`_samples` of a batch: z_bk = mean_b + std_b * eps_bk, ``[B, K, ...]``."""
+  mean = checks.float_array("mean", mean)
+  log_variance = checks.float_array("log_variance", log_variance)
+  eps = checks.float_array("eps", eps)
+  checks.same_shape(("mean", mean), ("log_variance", log_variance))
+  if (
+    mean.ndim < 2
+    or eps.shape[:1] + eps.shape[2:] != mean.shape
+    or eps.ndim != mean.ndim + 1
+    or not eps.shape[1]
+  ):
+    latent = "".join(f", {size}" for size in mean.shape[1:])
+    raise ValueError(
+      f"mean must have shape [B, latent...] and eps [B, K{latent}] with"
+      f" K >= 1 (K draws of noise per example), got mean {mean.shape} and"
+      f" eps {eps.shape}."
+    )
+  z = divergences.reparameterize(mean[:, None], log_variance[:, None], eps)
+  return mean, log_variance, z
+
+
+def _batch_log_likelihoods(log_likelihoods_fn, z):
+  """log p(x_b | z_bk) ``[B, K]``, its shape checked."""
+  log_likelihood = log_likelihoods_fn(z)
+  if jnp.shape(log_likelihood) != z.shape[:2]:
+    raise ValueError(
+      "log_likelihoods_fn(z) must return log p(x_b | z_bk) of shape [B, K]"
+      f" = {z.shape[:2]} for z of shape {z.shape}, got"
+      f" {jnp.shape(log_likelihood)}."
+    )
+  return log_likelihood
+
+
+def multi_sample_elbo_batch(
+  log_likelihoods_fn: BatchLogLikelihoods,
+  mean: Array,
+  log_variance: Array,
+  eps: Array,
+  *,
+  kl: str = "closed_form",
+) -> Array:
+  """:func:`multi_sample_elbo` of each example of a batch, ``[B]``.
+
+  The same values and gradients as ``jax.vmap`` of :func:`multi_sample_elbo`
+  over the batch (to rounding), but ``log_likelihoods_fn`` gets all B x K
+  samples in one call, so a decoder runs once on a ``[B * K]`` batch: under
+  ``vmap`` it runs on ``[B, K]`` slices, whose backward pass XLA lays out
+  with extra transposes (about 14% of a step at Burda et al.'s sizes on a
+  CPU, ``benchmarks/BURDA_SPEED.md``).
+
+  Args:
+    log_likelihoods_fn: ``z [B, K, latent...] -> [B, K]``, log p(x_b | z_bk)
+      in nats, the data and the decoder's parameters closed over.
+    mean: posterior means, ``[B, latent...]``.
+    log_variance: posterior log-variances, same shape.
+    eps: standard normal noise, ``[B, K, latent...]``, K >= 1.
+    kl: ``"closed_form"`` or ``"monte_carlo"`` (:func:`multi_sample_elbo`).
+
+  Returns:
+    ``[B]`` bounds on log p(x_b) in nats.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from vae_jax import gaussian_log_likelihood, multi_sample_elbo_batch
+    >>> x = jnp.ones((2, 2))
+    >>> ll = jax.vmap(jax.vmap(gaussian_log_likelihood, (None, 0, None)), (0, 0, None))
+    >>> z0, eps = jnp.zeros((2, 2)), jnp.ones((2, 3, 2))
+    >>> elbo = multi_sample_elbo_batch(lambda z: ll(x, z, 1.0), z0, z0, eps)
+    >>> print(f"{elbo[0]:.4f}")
+    -1.8379
+  """
+  if kl not in _KL_FORMS:
+    raise ValueError(f"kl must be one of {_KL_FORMS}, got {kl!r}.")
+  mean, log_variance, z = _batch_samples(mean, log_variance, eps)
+  log_likelihood = _batch_log_likelihoods(log_likelihoods_fn, z)
+  if kl == "monte_carlo":
+    log_weights = jax.vmap(_log_weights)(log_likelihood, z, mean, log_variance)
+    return jnp.mean(log_weights, axis=1)
+  kl_value = jax.vmap(divergences.kl_standard_normal)(mean, log_variance)
+  return jnp.mean(log_likelihood, axis=1) - kl_value
+
+
+def iwae_objective_batch(
+  log_likelihoods_fn: BatchLogLikelihoods,
+  mean: Array,
+  log_variance: Array,
+  eps: Array,
+  *,
+  gradient: str = "reparam",
+) -> Array:
+  """:func:`iwae_objective` of each example of a batch, ``[B]``.
+
+  The same values and gradients (``reparam`` or ``dreg``) as ``jax.vmap``
+  of :func:`iwae_objective` over the batch, to rounding, with the decoder
+  called once on all B x K samples (see :func:`multi_sample_elbo_batch`):
+  the form training uses.
+
+  Args:
+    log_likelihoods_fn: ``z [B, K, latent...] -> [B, K]``, log p(x_b | z_bk)
+      in nats, the data and the decoder's parameters closed over.
+    mean: posterior means, ``[B, latent...]``.
+    log_variance: posterior log-variances, same shape.
+    eps: standard normal noise, ``[B, K, latent...]``, K >= 1.
+    gradient: ``"reparam"`` or ``"dreg"`` (:func:`iwae_objective`).
+
+  Returns:
+    ``[B]`` bounds on log p(x_b) in nats.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from vae_jax import gaussian_log_likelihood, iwae_objective_batch
+    >>> x = jnp.ones((2, 2))
+    >>> ll = jax.vmap(jax.vmap(gaussian_log_likelihood, (None, 0, None)), (0, 0, None))
+    >>> z0, eps = jnp.zeros((2, 2)), jnp.ones((2, 3, 2))
+    >>> bound = iwae_objective_batch(lambda z: ll(x, z, 1.0), z0, z0, eps)
+    >>> print(f"{bound[1]:.4f}")
+    -1.8379
+  """
+  _check_gradient(gradient)
+  mean, log_variance, z = _batch_samples(mean, log_variance, eps)
+
+  def log_weights(z, mean, log_variance):
+    log_likelihood = _batch_log_likelihoods(log_likelihoods_fn, z)
+    return jax.vmap(_log_weights)(log_likelihood, z, mean, log_variance)
+
+  return _iwae_bound(
+    log_weights,
+    z,
+    mean,
+    log_variance,
+    gradient,
+    jax.vmap(importance_weighted_bound),
   )

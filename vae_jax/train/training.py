@@ -45,7 +45,6 @@ run's epoch).
 """
 
 import dataclasses
-import functools
 from typing import Any, NamedTuple
 
 from flax import nnx
@@ -251,10 +250,12 @@ def multi_sample_loss(
 
   The noise is ``normal(key, [B, k, L])`` (at k = 1 the single-sample
   path's draws); each example's bound is :func:`vae_jax.multi_sample_elbo`
-  (closed-form KL) or :func:`vae_jax.iwae_objective`, vmapped over the
-  batch. The ELBO's loss puts the beta- and free-bits-weighted KL in place
-  of the plain KL: ``mean_i [D_i + beta_t * R_i]`` with D_i = -(ELBO_i +
-  KL_i), the mean distortion over the k samples.
+  (closed-form KL) or :func:`vae_jax.iwae_objective`, in their batch forms
+  (:func:`vae_jax.multi_sample_elbo_batch`, :func:`vae_jax.iwae_objective_batch`)
+  so that the decoder runs once on all B x k samples. The ELBO's loss puts
+  the beta- and free-bits-weighted KL in place of the plain KL: ``mean_i
+  [D_i + beta_t * R_i]`` with D_i = -(ELBO_i + KL_i), the mean distortion
+  over the k samples.
   """
   model = nnx.merge(graphdef, params)
   if model.sigma2_mode == "optimal" and model.decoder_kind.uses_sigma2:
@@ -264,25 +265,26 @@ def multi_sample_loss(
     )
   mean, log_variance = model.encode(x)
   batch, latent = mean.shape
-  eps = jax.random.normal(key, (batch, objective.samples, latent), mean.dtype)
-  sigma2 = hparams["sigma2"]
+  samples = objective.samples
+  eps = jax.random.normal(key, (batch, samples, latent), mean.dtype)
+  x_each = jnp.repeat(x, samples, axis=0)  # x_b for each of its k samples
 
-  def log_likelihood(x_one, z_one):  # log p(x | z) of one example, one z
-    output = model.decode(z_one[None])
-    return models.log_likelihood(model, x_one[None], output, sigma2)[0]
+  def log_likelihoods(z):  # [B, k, L] -> log p(x_b | z_bk), [B, k]
+    output = model.decode(z.reshape(batch * samples, latent))
+    log_lik = models.log_likelihood(model, x_each, output, hparams["sigma2"])
+    return log_lik.reshape(batch, samples)
 
-  def per_example(bound, **options):
-    return jax.vmap(functools.partial(bound, log_likelihood, **options))(
-      x, mean, log_variance, eps
-    )
-
-  elbo = per_example(objectives.multi_sample_elbo)
+  bound_args = (log_likelihoods, mean, log_variance, eps)
+  # Under jit the two bounds share one decoder pass (XLA merges them).
+  elbo = objectives.multi_sample_elbo_batch(*bound_args)
   kl = jax.vmap(divergences.kl_standard_normal_per_dim)(mean, log_variance)
   rate = kl.sum(axis=-1)
   distortion = -(elbo + rate)
   beta_t = kl_weight(hparams, step)
   if objective.name == "iwae":
-    bound = per_example(objectives.iwae_objective, gradient=objective.gradient)
+    bound = objectives.iwae_objective_batch(
+      *bound_args, gradient=objective.gradient
+    )
     loss = -jnp.mean(bound)
   else:
     loss = jnp.mean(distortion + beta_t * kl_penalty(kl, hparams))
