@@ -6,7 +6,9 @@ Run from the repository root (PyTorch from requirements-torch.txt)::
   python -m benchmarks.burda_speed --rounds 1 --examples 2000  # a smoke run
 
 It rewrites ``benchmarks/BURDA_SPEED.md`` with the machine, library versions,
-date and this command. Two rows of ``experiments/configs/burda2016.py``,
+date and this command, keeps the raw figures in ``benchmarks/burda_speed.json``
+and rewrites ``benchmarks/RESULTS.md``, whose batch-20 section is this
+run's throughput and targets (:func:`section`). Two rows of ``experiments/configs/burda2016.py``,
 vae1 (ELBO, k = 1) and iwae5 (IWAE, k = 5), each trained by:
 
 1. vae_jax, the epoch its engine runs for a single run
@@ -26,6 +28,7 @@ ratios are ratios of medians (min-max of the per-round ratios).
 
 import argparse
 import datetime
+import json
 import os
 import statistics
 import sys
@@ -34,6 +37,7 @@ import tempfile
 from benchmarks import compare
 
 OUT = os.path.join(compare.ROOT, "benchmarks", "BURDA_SPEED.md")
+RESULTS_JSON = os.path.join(compare.ROOT, "benchmarks", "burda_speed.json")
 ROWS = ("vae1", "iwae5")
 TORCH_FORMS = ("eager", "fused", "compile")
 # The paper's schedule: 3,280 epochs of 59,600 images.
@@ -126,6 +130,55 @@ def _best_torch(runs: dict) -> str | None:
   return max(forms, key=lambda c: statistics.median(runs[c]), default=None)
 
 
+_HEADER = [
+  "| | vae1 (ELBO, k = 1) | iwae5 (IWAE, k = 5) |",
+  "|---|---:|---:|",
+]
+
+
+def _throughput_table(tp: dict) -> list[str]:
+  """Each contender's examples/s and vae_jax's ratios, a Markdown table."""
+  lines = list(_HEADER)
+  for c in tp[ROWS[0]]:
+    cells = " | ".join(compare._fmt(compare._summary(tp[r][c])) for r in ROWS)
+    lines.append(f"| {NAMES[c]} | {cells} |")
+  ratios = {r: compare._ratio(tp[r]["jax"], tp[r]["bare"]) for r in ROWS}
+  lines.append(
+    "| vae_jax / bare JAX | "
+    + " | ".join(compare._fmt_ratio(ratios[r]) for r in ROWS)
+    + " |"
+  )
+  best = {r: _best_torch(tp[r]) for r in ROWS}
+  if best[ROWS[0]]:
+    cells = [
+      compare._fmt_ratio(compare._ratio(tp[r]["jax"], tp[r][best[r]]))
+      + f" ({best[r]})"
+      for r in ROWS
+    ]
+    lines.append(f"| vae_jax / the best PyTorch form | {' | '.join(cells)} |")
+  return lines
+
+
+def section(results: dict) -> list[str]:
+  """RESULTS.md's batch-20 section: this run's throughput and targets."""
+  tp = results["throughput"]
+  best = {r: _best_torch(tp[r]) for r in ROWS}
+  return [
+    "## Batch 20: Burda et al. (2016)'s model (issue 20)",
+    "",
+    f"From `{results['command']}` ({results['date']}, "
+    f"{results['rounds']} round(s), the same machine class as above; "
+    "the job, the full schedule's minutes and the load average in "
+    "`benchmarks/BURDA_SPEED.md`). Examples/s of epochs 3+, median (min-max) "
+    "over rounds.",
+    "",
+    *_throughput_table(tp),
+    "",
+    *_targets(tp, best),
+    "",
+  ]
+
+
 def render(results: dict) -> str:
   m, v, tp = results["machine"], results["versions"], results["throughput"]
   n, epochs = results["examples"], results["epochs"]
@@ -169,34 +222,15 @@ def render(results: dict) -> str:
       "(`pip install -r requirements-torch.txt`, or `--torch_python`).",
       "",
     ]
-  header = [
-    "| | vae1 (ELBO, k = 1) | iwae5 (IWAE, k = 5) |",
-    "|---|---:|---:|",
-  ]
-  lines += ["## Training throughput (examples/s, epochs 3+)", "", *header]
-  for c in contenders:
-    cells = " | ".join(compare._fmt(compare._summary(tp[r][c])) for r in ROWS)
-    lines.append(f"| {NAMES[c]} | {cells} |")
-  ratios = {r: compare._ratio(tp[r]["jax"], tp[r]["bare"]) for r in ROWS}
-  lines.append(
-    "| vae_jax / bare JAX | "
-    + " | ".join(compare._fmt_ratio(ratios[r]) for r in ROWS)
-    + " |"
-  )
+  lines += ["## Training throughput (examples/s, epochs 3+)", ""]
+  lines += _throughput_table(tp)
   best = {r: _best_torch(tp[r]) for r in ROWS}
-  if best[ROWS[0]]:
-    cells = [
-      compare._fmt_ratio(compare._ratio(tp[r]["jax"], tp[r][best[r]]))
-      + f" ({best[r]})"
-      for r in ROWS
-    ]
-    lines.append(f"| vae_jax / the best PyTorch form | {' | '.join(cells)} |")
   lines += [
     "",
     f"## The full schedule: {FULL_EPOCHS:,} epochs of {FULL_EXAMPLES:,} "
     "images, minutes on this machine",
     "",
-    *header,
+    *_HEADER,
   ]
   for c in contenders:
     cells = []
@@ -278,8 +312,11 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   if args.epochs <= compare.WARM_UP_EPOCHS:
     parser.error(f"--epochs must exceed the {compare.WARM_UP_EPOCHS} warm-up")
-  compare._write(OUT, render(run_all(args)))
+  results = run_all(args)
+  compare._write(RESULTS_JSON, json.dumps(results, indent=1))
+  compare._write(OUT, render(results))
   compare._log(f"wrote {OUT}")
+  compare.main(["--render_only"])  # RESULTS.md, with the section above
 
 
 if __name__ == "__main__":

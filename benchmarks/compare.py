@@ -1017,8 +1017,19 @@ def main(argv=None) -> None:
   else:
     results = run_all(args)
     _write(RESULTS_JSON, json.dumps(results, indent=1))
-  _write(RESULTS_MD, render(results))
+  text = render(results)
+  if os.path.exists(burda_speed_json()):
+    from benchmarks import burda_speed
+
+    with open(burda_speed_json()) as f:
+      text += "\n" + "\n".join(burda_speed.section(json.load(f)))
+  _write(RESULTS_MD, text)
   _log(f"wrote {RESULTS_MD}")
+
+
+def burda_speed_json() -> str:
+  """``benchmarks/burda_speed.py``'s raw figures, its section of RESULTS.md."""
+  return os.path.join(ROOT, "benchmarks", "burda_speed.json")
 
 
 def _int_keys(d: dict) -> dict:
