@@ -100,3 +100,22 @@ def test_torch_loss_is_the_bare_loss(setup, row):
       torch.from_numpy(x.reshape(B, -1)), torch.from_numpy(eps)
     ).item()
   assert got == pytest.approx(_bare_loss(parts, objective, x, eps), rel=1e-5)
+
+
+def test_results_md_holds_the_batch_20_section_of_the_raw_figures():
+  """benchmarks/RESULTS.md is compare's page of results.json followed by
+  burda_speed's section of burda_speed.json: the committed page says what
+  the committed raw figures say (rewrite both with the benchmark)."""
+  import json
+
+  from benchmarks import burda_speed
+  from benchmarks import compare
+
+  with open(compare.RESULTS_JSON) as f:
+    page = compare.render(json.load(f, object_hook=compare._int_keys))
+  with open(burda_speed.RESULTS_JSON) as f:
+    section = burda_speed.section(json.load(f))
+  with open(compare.RESULTS_MD) as f:
+    text = f.read()
+  assert text == page + "\n" + "\n".join(section)
+  assert "| iwae5: vae_jax vs the bare JAX epoch |" in text

@@ -404,6 +404,33 @@ def test_the_report_has_its_figure_and_every_arms_meaning(tiny):
 
 
 @pytest.mark.slow
+def test_the_time_table_sums_each_arms_group_seconds_on_disk(tiny):
+  c, workdir, _, _, text = tiny
+  section = text[text.index("## Where the time went") :]
+  total_train = 0.0
+  for name in c.arms:
+    path = os.path.join(study.arm_workdir(workdir, name), "results.json")
+    with open(path) as f:
+      rows = json.load(f)
+    # One record of each group: its members record the same seconds.
+    groups = {}
+    for r in rows:
+      groups.setdefault(round(r["train_seconds"], 9), r)
+    train = sum(groups)
+    total_train += train
+    line = next(
+      row
+      for row in section.splitlines()
+      if row.startswith(f"| {study.ARMS[name].label} |")
+    )
+    models, seconds = [x.strip() for x in line.strip("|").split("|")][1:3]
+    assert int(models) == len(rows)
+    assert abs(int(seconds) - train) <= 0.5 + 1e-6
+  total = re.search(r"\| all \| (\d+) \| (\d+) \|", section)
+  assert total and abs(int(total[2]) - total_train) <= 0.5 + 1e-6
+
+
+@pytest.mark.slow
 def test_a_second_run_reads_every_arm_back(tiny):
   c, workdir, by_arm, _, _ = tiny
   again = study.run(c, workdir)

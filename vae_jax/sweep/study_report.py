@@ -393,8 +393,42 @@ def write(
     "## The literature, and this run",
     "",
     *literature(cells),
+    "",
+    "## Where the time went",
+    "",
+    *time_table(config, cells),
   ]
   files.write_text(path, "\n".join(text).rstrip("\n") + "\n")
+
+
+def time_table(config: ml_collections.ConfigDict, cells: list) -> list[str]:
+  """Each arm's models, and the seconds its groups took to train and to
+  evaluate, from the runs' own records (``Result.train_seconds``,
+  ``eval_seconds``: the trained epochs of this or an earlier invocation)."""
+  lines = [
+    "Each arm's members train together in one compiled program; its "
+    "seconds are its programs' (training: the epochs' wall time; "
+    "evaluation: the final test ELBO, NLL and active units), as recorded in "
+    "the runs. The rest of the invocation is compilation, decoding the "
+    "grids and writing.",
+    "",
+    "| p(x\\|z) | models | training (s) | evaluation (s) |",
+    "|---|---:|---:|---:|",
+  ]
+  totals = [0, 0.0, 0.0]
+  for name in config.arms:
+    rows = [r for c in cells if c.arm == name for r in c.results]
+    # Every member records its group's time: 1 / group_members of it each.
+    train = sum(r.train_seconds / r.group_members for r in rows)
+    evaluate = sum(r.eval_seconds / r.group_members for r in rows)
+    lines.append(
+      f"| {study.ARMS[name].label} | {len(rows)} | {train:.0f} | "
+      f"{evaluate:.0f} |"
+    )
+    for i, v in enumerate((len(rows), train, evaluate)):
+      totals[i] += v
+  lines.append(f"| all | {totals[0]} | {totals[1]:.0f} | {totals[2]:.0f} |")
+  return lines
 
 
 _SHOWN_AS = dict(dynamic="binarized", static="binarized", levels="levels")
