@@ -582,3 +582,27 @@ def test_runs_saved_before_the_new_keys_resume_as_what_they_trained():
   ]
   for key, value in workdir_lib.ADDED_KEYS.items():
     assert default.get_config()[key] == value, key
+
+
+def test_readme_headline_is_docs_burda2016():
+  """The README's full-MNIST headline quotes docs/burda2016.md's run: each
+  row's NLL and active units, and its stages and epochs."""
+  with open(os.path.join(ROOT, "docs", "burda2016.md")) as f:
+    rows = {
+      cells[0]: cells
+      for cells in (
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in f
+        if line.startswith("| VAE, k = 1 |")
+        or line.startswith("| IWAE, k = 5 |")
+      )
+    }
+  with open(os.path.join(ROOT, "README.md")) as f:
+    head = " ".join(f.read().split("## Two commands")[0].split())
+  vae, iwae = rows["VAE, k = 1"], rows["IWAE, k = 5"]
+  # | row | paper NLL | NLL | paper active units | active units | stages | epochs |
+  assert f"**{vae[2]} nats** as a VAE" in head
+  assert f"**{iwae[2]} nats** as an IWAE" in head
+  assert f"with {vae[4]} and {iwae[4]} active units" in head
+  assert vae[5] == iwae[5] and f"--stages={vae[5]}" in head
+  assert f"first {vae[5]} of 8 learning-rate stages: {vae[6]} of 3,280" in head
