@@ -7,9 +7,12 @@ Trains each row of experiments/configs/burda2016.py (``--rows``; the
 ``--config`` overrides apply to every row, the row then sets its objective
 and k) for the first ``--stages`` stages of the 3^i-epoch schedule, each in
 its own workdir ``<--workdir>/<row>``, evaluates the k = 5,000 NLL and the
-active units on the test images and writes the report (--report). Re-running
-the command resumes every row from its newest checkpoint; more stages train
-on.
+active units on the test images and writes the report (--report): the
+paper's five rows, each with this run's figures where it has them. Rows not
+named in ``--rows`` that an earlier invocation finished in the same workdir
+(their ``summary.json``) are read back into the report, so rows can be
+trained at different budgets. Re-running the command resumes every named row
+from its newest checkpoint; more stages train on.
 """
 
 import os
@@ -77,6 +80,13 @@ def main(argv):
         lambda: vae_jax.train.train_and_evaluate(config, workdir), workdir
       )
     )
+  # Rows trained by an earlier invocation into this workdir, read back.
+  for row in burda2016.ROWS:
+    if row not in _ROWS.value and (
+      earlier := burda_report.read_back(_WORKDIR.value, row)
+    ):
+      print(f"{row}: read back from {os.path.join(_WORKDIR.value, row)}")
+      out.append(earlier)
   command = "python -m experiments.burda " + " ".join(
     shlex.quote(a) for a in sys.argv[1:]
   )

@@ -476,6 +476,27 @@ def _fake_result(objective, k, nll, units, epochs):
   )
 
 
+def test_rows_of_an_earlier_invocation_are_read_back(tmp_path):
+  row = _fake_result("elbo", 5, 88.5, 20, 121)
+  os.makedirs(tmp_path / "vae5")
+  with open(tmp_path / "vae5" / "summary.json", "w") as f:
+    json.dump(row.to_dict(), f)
+  assert burda_report.read_back(str(tmp_path), "vae5") == row
+  assert burda_report.read_back(str(tmp_path), "vae50") is None
+  text = burda_report.markdown(
+    [row], command="c", provenance=results.provenance()
+  )
+  assert "| VAE, k = 5 | 86.47 | 88.50 |  | 20 | 5 | 121 |" in text
+  assert "| VAE, k = 1 | 86.76 | |  | | not trained | | | |" in text
+  stamped = dataclasses.replace(
+    row, provenance=dict(date="2026-01-02T03:04:05", git_commit="abc" * 14)
+  )
+  text = burda_report.markdown(
+    [stamped], command="c", provenance=results.provenance()
+  )
+  assert "VAE, k = 5 2026-01-02T03:04:05, commit abcabcabcabc." in text
+
+
 def test_burda_report_puts_the_papers_numbers_beside_the_run(tmp_path):
   rows = [
     _fake_result("elbo", 1, 87.5, 18, 121),
@@ -494,6 +515,18 @@ def test_burda_report_puts_the_papers_numbers_beside_the_run(tmp_path):
     "| VAE, k = 1 | 86.76 | 87.50 |  | 18 | 5 | 121 | 360,580 | 10.0 |" in text
   )
   assert "| IWAE, k = 5 | 85.54 | 86.25 |  | 21 | 5 |" in text
+  # The paper's other rows, in its order, marked as not trained.
+  lines = [line for line in text.splitlines() if line.startswith("| VAE, k")]
+  lines += [line for line in text.splitlines() if line.startswith("| IWAE, k")]
+  assert [line.split("|")[1].strip() for line in lines] == [
+    "VAE, k = 1",
+    "VAE, k = 5",
+    "VAE, k = 50",
+    "IWAE, k = 5",
+    "IWAE, k = 50",
+  ]
+  assert "| VAE, k = 50 | 86.35 | |  | | not trained | | | |" in text
+  assert "| IWAE, k = 50 | 84.78 | |  | | not trained | | | |" in text
   assert "Budget: truncated" in text and "3,280 epochs" in text
   assert provenance["date"] in text and provenance["jax"] in text
   for line in burda_report.DIFFERENCES:
