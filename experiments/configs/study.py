@@ -1,9 +1,9 @@
 """The reconstruction-term study: one model, ten decoders, the same digits.
 
-  python -m experiments.study                                  # ~20 min, 2 CPU cores
+  python -m experiments.study                                  # ~13 min, 2 CPU cores
   python -m experiments.study --config=experiments/configs/study.py:long
   python -m experiments.study --config=experiments/configs/study.py:mnist \
-      --workdir=runs/study-mnist --report=runs/study-mnist/study.md  # ~2.5 h
+      --workdir=runs/study-mnist --report=runs/study-mnist/study.md  # ~2.6 h
 
 Every arm (``vae_jax.sweep.study.ARMS``) is the default model (MLP 784-400-20, Adam 1e-3, batch 128) on
 mnist5k with one decoder p(x|z); each arm is a sweep over ``seeds`` (one
@@ -11,8 +11,9 @@ compiled program per arm; ``seeds_by_arm`` gives the costly discretized
 logistics one seed), the fixed-sigma^2 arm also over
 ``fixed_sigma2``. ``long`` trains 3x longer and evaluates the NLL with 5000
 samples (as a single run does); ``mnist`` runs the same rows on full MNIST
-(60,000 / 10,000 images; its time is an estimate, 12x the default's
-per-epoch and per-sample costs). Override any key, e.g.
+(60,000 / 10,000 images; its time is an estimate, not a measurement: the
+default's training seconds in docs/study.md x 15 and its evaluation seconds
+x 10). Override any key, e.g.
 ``--config.seeds='(0, 1)'``, ``--config.base.num_epochs=20`` or
 ``--config.seeds_by_arm.discretized_logistic='(0, 1, 2)'``.
 """
