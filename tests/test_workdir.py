@@ -246,8 +246,16 @@ def _cli(script, *args, cwd=ROOT, cache="", wait=True):
     *args,
   ]
   if not wait:
+    # SIGINT as a terminal delivers it, however pytest was started: a shell
+    # without job control starts background jobs with SIGINT ignored, which
+    # their children inherit (and Python then installs no handler).
     return subprocess.Popen(
-      cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+      cmd,
+      cwd=cwd,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
   return subprocess.run(
     cmd, cwd=cwd, capture_output=True, text=True, timeout=300
