@@ -238,6 +238,12 @@ def test_a_finished_sweep_resumed_with_more_epochs_trains_on(tmp_path):
 # Processes: two at once, Ctrl-C, and every mistake as one line.
 
 
+_SIGINT_DEFAULT = (
+  "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+  "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+
+
 def _cli(script, *args, cwd=ROOT, cache="", wait=True):
   cmd = [
     sys.executable,
@@ -248,14 +254,15 @@ def _cli(script, *args, cwd=ROOT, cache="", wait=True):
   if not wait:
     # SIGINT as a terminal delivers it, however pytest was started: a shell
     # without job control starts background jobs with SIGINT ignored, which
-    # their children inherit (and Python then installs no handler).
+    # their children inherit (and Python then installs no handler). The
+    # child resets it and execs the script (no preexec_fn: forking a
+    # multithreaded JAX process to run Python in the child can deadlock).
     return subprocess.Popen(
-      cmd,
+      [sys.executable, "-c", _SIGINT_DEFAULT, *cmd[1:]],
       cwd=cwd,
       stdout=subprocess.PIPE,
       stderr=subprocess.PIPE,
       text=True,
-      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
   return subprocess.run(
     cmd, cwd=cwd, capture_output=True, text=True, timeout=300
