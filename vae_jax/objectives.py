@@ -184,12 +184,19 @@ _KL_FORMS = ("closed_form", "monte_carlo")
 _IWAE_GRADIENTS = ("reparam", "dreg")
 
 
-def _samples(mean, log_variance, eps):
-  """Validates q's parameters and the noise; z_k = mean + std * eps_k, [K, ...]."""
+def _float_posterior(mean, log_variance, eps):
+  """q's parameters and the noise as float arrays, mean and log_variance of
+  one shape (errors name the argument)."""
   mean = checks.float_array("mean", mean)
   log_variance = checks.float_array("log_variance", log_variance)
   eps = checks.float_array("eps", eps)
   checks.same_shape(("mean", mean), ("log_variance", log_variance))
+  return mean, log_variance, eps
+
+
+def _samples(mean, log_variance, eps):
+  """Validates q's parameters and the noise; z_k = mean + std * eps_k, [K, ...]."""
+  mean, log_variance, eps = _float_posterior(mean, log_variance, eps)
   if (
     eps.ndim != mean.ndim + 1 or not eps.shape[0] or eps.shape[1:] != mean.shape
   ):
@@ -384,10 +391,7 @@ BatchLogLikelihoods = Callable[[Array], Array]
 
 def _batch_samples(mean, log_variance, eps):
   """:func:`_samples` of a batch: z_bk = mean_b + std_b * eps_bk, ``[B, K, ...]``."""
-  mean = checks.float_array("mean", mean)
-  log_variance = checks.float_array("log_variance", log_variance)
-  eps = checks.float_array("eps", eps)
-  checks.same_shape(("mean", mean), ("log_variance", log_variance))
+  mean, log_variance, eps = _float_posterior(mean, log_variance, eps)
   if (
     mean.ndim < 2
     or eps.shape[:1] + eps.shape[2:] != mean.shape
